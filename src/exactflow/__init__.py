@@ -1,0 +1,15 @@
+"""exactflow: normalizing flows with exact densities.
+
+Example:
+    >>> import torch, exactflow as ef
+    >>> T = ef.transforms
+    >>> flow = ef.Flow(T.Compose([T.Affine(2)]), ef.distributions.StandardNormal(2))
+    >>> flow.log_prob(torch.zeros(1, 2)).shape
+    torch.Size([1])
+"""
+
+from . import distributions, flows, nn, transforms
+from .distributions import Flow
+
+__all__ = ["Flow", "distributions", "flows", "nn", "transforms"]
+__version__ = "0.1.0"

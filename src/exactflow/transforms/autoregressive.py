@@ -1,0 +1,5 @@
+"""Autoregressive transforms."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

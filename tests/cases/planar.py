@@ -1,0 +1,3 @@
+from casekit import Case  # noqa: F401
+
+CASES: list = []
