@@ -1,5 +1,4 @@
-"""Conformance cases: the :class:`Case` record and the helpers that build and feed a case.
-"""
+"""Conformance cases: the :class:`Case` record and the helpers that build and feed a case."""
 
 from __future__ import annotations
 

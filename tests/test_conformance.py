@@ -11,10 +11,11 @@ import inspect
 
 import pytest
 import torch
-from registry import CASES, Case, build, draw_context, draw_x, draw_y
 
 import exactflow as ef
 from exactflow.transforms import ElementwiseMap, Transform
+
+from registry import CASES, Case, build, draw_context, draw_x, draw_y
 
 ids = [c.id for c in CASES]
 N = 6  # batch size of the checks
@@ -54,7 +55,9 @@ def test_registry_covers_public_api() -> None:
                 public.append(name)
     public += list(ef.flows.__all__)
     missing = sorted(set(public) - covered)
-    assert not missing, f"public transforms/presets missing from the conformance registry: {missing}"
+    assert not missing, (
+        f"public transforms/presets missing from the conformance registry: {missing}"
+    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids)

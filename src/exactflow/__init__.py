@@ -6,6 +6,7 @@ Example:
     >>> flow = ef.Flow(T.Compose([T.Affine(2)]), ef.distributions.StandardNormal(2))
     >>> flow.log_prob(torch.zeros(1, 2)).shape
     torch.Size([1])
+
 """
 
 from . import distributions, flows, nn, transforms

@@ -85,6 +85,7 @@ class StandardNormal(BaseDistribution):
         >>> import exactflow as ef
         >>> ef.distributions.StandardNormal(2).rsample((3,)).shape
         torch.Size([3, 2])
+
     """
 
     def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
@@ -100,6 +101,7 @@ class DiagNormal(BaseDistribution):
 
     Args:
         features: Event size ``D``.
+
     """
 
     def __init__(self, features: int) -> None:
@@ -124,6 +126,7 @@ class GaussianMixture(BaseDistribution):
     Args:
         features: Event size ``D``.
         components: Number of components ``K``.
+
     """
 
     def __init__(self, features: int, components: int = 8) -> None:
@@ -159,6 +162,7 @@ class ConditionalDiagNormal(BaseDistribution):
         features: Event size ``D``.
         context: Context width ``C``.
         hidden: Hidden widths of the network ``c -> (μ, log σ)``.
+
     """
 
     def __init__(self, features: int, context: int, hidden: Sequence[int] = (64, 64)) -> None:
@@ -204,11 +208,13 @@ class Flow(nn.Module):
     Example:
         >>> import torch, exactflow as ef
         >>> T = ef.transforms
-        >>> flow = ef.Flow(T.Compose([T.Affine(2), T.Reverse(2)]), ef.distributions.StandardNormal(2))
+        >>> base = ef.distributions.StandardNormal(2)
+        >>> flow = ef.Flow(T.Compose([T.Affine(2), T.Reverse(2)]), base)
         >>> flow.log_prob(torch.randn(10, 2)).shape
         torch.Size([10])
         >>> flow.sample((5,)).shape
         torch.Size([5, 2])
+
     """
 
     def __init__(self, transform: Transform, base: BaseDistribution, validate: bool = True) -> None:
@@ -216,9 +222,7 @@ class Flow(nn.Module):
         if not isinstance(transform, Transform):
             raise TypeError(f"Flow: transform must be a Transform, got {type(transform).__name__}")
         if not isinstance(base, BaseDistribution):
-            raise TypeError(
-                f"Flow: base must be a BaseDistribution, got {type(base).__name__}"
-            )
+            raise TypeError(f"Flow: base must be a BaseDistribution, got {type(base).__name__}")
         if len(base.event_shape) != transform.event_ndim:
             raise ValueError(
                 f"Flow: the base has events of shape {tuple(base.event_shape)} but the transform"

@@ -19,6 +19,7 @@ class MLP(nn.Sequential):
         activation: Activation class placed after every hidden layer.
 
     Shapes: ``(*, in_features) -> (*, out_features)``.
+
     """
 
     def __init__(

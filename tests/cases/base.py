@@ -1,4 +1,5 @@
 from exactflow import transforms as T
+
 from casekit import Case, unit_interval
 
 CASES = [

@@ -1,15 +1,14 @@
 """Invertible transforms, one file per family; all share the protocol in :mod:`.base`."""
 
+from . import autoregressive, base, coupling, elementwise, linear, normalization, planar, splines
+from .autoregressive import *  # noqa: F403
 from .base import *  # noqa: F403
+from .coupling import *  # noqa: F403
 from .elementwise import *  # noqa: F403
 from .linear import *  # noqa: F403
 from .normalization import *  # noqa: F403
 from .planar import *  # noqa: F403
 from .splines import *  # noqa: F403
-from .coupling import *  # noqa: F403
-from .autoregressive import *  # noqa: F403
-
-from . import autoregressive, base, coupling, elementwise, linear, normalization, planar, splines
 
 __all__ = [
     *base.__all__,

@@ -31,6 +31,7 @@ class Transform(nn.Module):
             object). ``Flow.log_prob`` rejects data outside it.
         codomain: The set the inverse direction accepts.
         context: Width of the context vector the transform is conditioned on (0: none).
+
     """
 
     event_ndim: int = 1
@@ -57,6 +58,7 @@ class Inverse(Transform):
         >>> import torch, exactflow as ef
         >>> t = ef.transforms.Inverse(ef.transforms.Sigmoid())
         >>> y, ladj = t(torch.tensor([[0.25]]))
+
     """
 
     def __init__(self, transform: Transform) -> None:
@@ -88,6 +90,7 @@ class Compose(Transform):
         >>> y, ladj = t(torch.randn(5, 2))
         >>> ladj.shape
         torch.Size([5])
+
     """
 
     def __init__(self, transforms: Iterable[Transform]) -> None:

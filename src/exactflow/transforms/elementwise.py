@@ -34,7 +34,7 @@ class ElementwiseMap:
     params: int = 1
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        """Map ``x (*, D)`` with ``params (*, D, P)``: return ``(y, log|dy/dx|)``, both ``(*, D)``."""
+        """Map ``x (*, D)`` by ``params (*, D, P)``; return ``(y, log|dy/dx|)``, each (*, D)."""
         raise NotImplementedError
 
     def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
@@ -72,6 +72,7 @@ class AffineMap(ElementwiseMap):
 
     Args:
         bound: Largest absolute log-scale; ``None`` leaves it unbounded (``s = a``).
+
     """
 
     params = 2
@@ -113,6 +114,7 @@ class Affine(Transform):
     Example:
         >>> import torch, exactflow as ef
         >>> y, ladj = ef.transforms.Affine(3)(torch.randn(4, 3))
+
     """
 
     def __init__(self, features: int) -> None:
@@ -141,6 +143,7 @@ class Sigmoid(Transform):
 
     Args:
         event_ndim: Trailing dimensions that form one event (1 for vectors, 3 for images).
+
     """
 
     codomain = open_unit_interval
@@ -169,6 +172,7 @@ class Logit(Transform):
     Args:
         alpha: Squeeze ``α`` in ``[0, 0.5)``.
         event_ndim: Trailing dimensions that form one event.
+
     """
 
     def __init__(self, alpha: float = 0.0, event_ndim: int = 1) -> None:
