@@ -14,5 +14,6 @@ CASES = [
         density=False,
     ),
     Case("logit", lambda: T.Logit(), sample_x=unit_interval),
-    Case("logit-alpha", lambda: T.Logit(alpha=0.05), sample_x=unit_interval),
+    # With a squeeze the codomain is a bounded interval, so a normal base leaks mass.
+    Case("logit-alpha", lambda: T.Logit(alpha=0.05), sample_x=unit_interval, density=False),
 ]
