@@ -1,24 +1,68 @@
-"""Conditioner networks: the neural networks that predict a transform's parameters."""
+"""Conditioner networks: the neural networks that predict a transform's parameters.
+
+* :class:`MLP` — fully connected network, optionally fed a context vector;
+* :class:`ResidualMLP` — the same with residual blocks, for deeper conditioners;
+* :class:`MaskedLinear` and :class:`MADE` — masked networks whose outputs are autoregressive in
+  their inputs (Germain et al. 2015), the conditioners of masked autoregressive flows.
+
+Every conditioner takes ``(x, context=None)``; a network built with ``context=C > 0`` needs a
+context of shape ``(*, C)``, which broadcasts against ``x``'s leading dimensions.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MLP"]
+__all__ = ["MADE", "MLP", "MaskedLinear", "ResidualMLP"]
+
+
+def _check_context(name: str, width: int, context: Tensor | None) -> Tensor:
+    """Return ``context`` after checking it is a tensor of width ``width``."""
+    if context is None:
+        raise ValueError(
+            f"{name} is conditional: it needs a context of shape (..., {width}), got None"
+        )
+    if context.dim() == 0 or context.shape[-1] != width:
+        raise ValueError(
+            f"{name} needs a context of shape (..., {width}), got {tuple(context.shape)}"
+        )
+    return context
+
+
+def _join(name: str, x: Tensor, width: int, context: Tensor | None) -> Tensor:
+    """``[x, context]`` along the last dimension, broadcasting the leading ones."""
+    context = _check_context(name, width, context)
+    if x.shape[:-1] != context.shape[:-1]:
+        batch = torch.broadcast_shapes(x.shape[:-1], context.shape[:-1])
+        x = x.expand(*batch, x.shape[-1])
+        context = context.expand(*batch, width)
+    return torch.cat((x, context), dim=-1)
 
 
 class MLP(nn.Sequential):
     """Fully connected network ``in -> hidden... -> out`` with an activation between layers.
+
+    With ``context=C > 0`` the context is concatenated to the input, so the network computes
+    ``f([x, c])``.
 
     Args:
         in_features: Input width.
         out_features: Output width.
         hidden: Widths of the hidden layers.
         activation: Activation class placed after every hidden layer.
+        context: Width ``C`` of the context vector (0: none).
 
-    Shapes: ``(*, in_features) -> (*, out_features)``.
+    Shapes: ``x (*, in_features)``, ``context (*, C)`` ``-> (*, out_features)``.
+
+    Example:
+        >>> import torch, exactflow as ef
+        >>> net = ef.nn.MLP(3, 4, hidden=(16,), context=2)
+        >>> net(torch.randn(5, 3), torch.randn(5, 2)).shape
+        torch.Size([5, 4])
 
     """
 
@@ -28,9 +72,10 @@ class MLP(nn.Sequential):
         out_features: int,
         hidden: Sequence[int] = (64, 64),
         activation: type[nn.Module] = nn.ReLU,
+        context: int = 0,
     ) -> None:
         layers: list[nn.Module] = []
-        width = in_features
+        width = in_features + context
         for h in hidden:
             layers += [nn.Linear(width, h), activation()]
             width = h
@@ -38,6 +83,240 @@ class MLP(nn.Sequential):
         super().__init__(*layers)
         self.in_features = in_features
         self.out_features = out_features
+        self.context = context
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        if self.context:
+            x = _join("MLP", x, self.context, context)
+        return super().forward(x)
+
+
+class _ResidualBlock(nn.Module):
+    """``h -> h + W₂ σ(W₁ σ(h))`` (pre-activation residual block; He et al. 2016)."""
+
+    def __init__(self, width: int, activation: type[nn.Module]) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            activation(), nn.Linear(width, width), activation(), nn.Linear(width, width)
+        )
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h + self.net(h)
+
+
+class ResidualMLP(nn.Module):
+    """Fully connected network of residual blocks: ``in -> width -> blocks -> out``.
+
+    The input (with the context concatenated when ``context > 0``) is projected to ``hidden``
+    units, passed through ``blocks`` pre-activation residual blocks ``h + W₂ σ(W₁ σ(h))``, and
+    projected to the output. Skip connections keep deep conditioners trainable.
+
+    Args:
+        in_features: Input width.
+        out_features: Output width.
+        hidden: Width of the residual blocks.
+        blocks: Number of residual blocks.
+        context: Width ``C`` of the context vector (0: none).
+        activation: Activation class.
+
+    Shapes: ``x (*, in_features)``, ``context (*, C)`` ``-> (*, out_features)``.
+
+    Example:
+        >>> import torch, exactflow as ef
+        >>> net = ef.nn.ResidualMLP(3, 4, hidden=16, blocks=2)
+        >>> net(torch.randn(5, 3)).shape
+        torch.Size([5, 4])
+
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        hidden: int = 64,
+        blocks: int = 2,
+        context: int = 0,
+        activation: type[nn.Module] = nn.ReLU,
+    ) -> None:
+        super().__init__()
+        if blocks < 1:
+            raise ValueError(f"ResidualMLP: blocks must be >= 1, got {blocks}")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.context = context
+        self.input = nn.Linear(in_features + context, hidden)
+        self.blocks = nn.Sequential(*(_ResidualBlock(hidden, activation) for _ in range(blocks)))
+        self.activation = activation()
+        self.output = nn.Linear(hidden, out_features)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        if self.context:
+            x = _join("ResidualMLP", x, self.context, context)
+        return self.output(self.activation(self.blocks(self.input(x))))
+
+
+class MaskedLinear(nn.Linear):
+    """Linear layer whose weight is multiplied by a fixed 0/1 mask: ``y = (W ⊙ M) x + b``.
+
+    Args:
+        mask: Connectivity ``(out_features, in_features)``; ``True`` keeps a connection.
+        bias: Whether to add a bias.
+
+    Shapes: ``(*, in_features) -> (*, out_features)``.
+
+    """
+
+    def __init__(self, mask: Tensor, bias: bool = True) -> None:
+        if mask.dim() != 2:
+            raise ValueError(f"MaskedLinear: mask must be 2-d (out, in), got {tuple(mask.shape)}")
+        super().__init__(mask.shape[1], mask.shape[0], bias=bias)
+        # A floating buffer follows the module's dtype, so W ⊙ M needs no conversion.
+        self.register_buffer("mask", mask.to(self.weight.dtype))
+
+    def masked_weight(self) -> Tensor:
+        """``W ⊙ M``, shape ``(out_features, in_features)``."""
+        return self.weight * self.mask
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x)
+        return F.linear(x, self.masked_weight(), self.bias)
+
+
+class _MaskedResidualBlock(nn.Module):
+    """``h -> h + W₂ σ(W₁ σ(h))`` with masked ``W₁, W₂`` (the skip respects any degrees)."""
+
+    def __init__(self, mask: Tensor, activation: type[nn.Module]) -> None:
+        super().__init__()
+        self.net = nn.Sequential(activation(), MaskedLinear(mask), activation(), MaskedLinear(mask))
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h + self.net(h)
+
+
+def _input_degrees(features: int, order: Sequence[int] | Tensor | None) -> Tensor:
+    if order is None:
+        return torch.arange(1, features + 1)
+    degrees = torch.as_tensor(order).long().flatten()
+    if degrees.numel() != features or not torch.equal(
+        degrees.sort().values, torch.arange(1, features + 1)
+    ):
+        raise ValueError(
+            f"MADE: order must be a permutation of 1..{features} (the input degrees),"
+            f" got {degrees.tolist()}"
+        )
+    return degrees
+
+
+class MADE(nn.Module):
+    """Masked autoencoder for distribution estimation (Germain et al. 2015).
+
+    Every input ``x_j`` has a degree ``d_j`` (a permutation of ``1..D``); the output block
+    ``(i, :)`` depends only on the inputs with ``d_j < d_i``, so a map that reads its parameters
+    from block ``i`` is autoregressive in the order of the degrees. Hidden unit ``k`` gets a
+    degree ``m_k ∈ [1, D-1]`` and sees the inputs with ``d_j <= m_k``; output ``i`` sees the
+    hidden units with ``m_k < d_i``. The context (when ``context > 0``) enters the first hidden
+    layer unmasked, and hidden degrees then start at 0 (units that see the context alone), so
+    every output, the first coordinate's included, depends on all of it.
+
+    Args:
+        features: Number of inputs ``D``.
+        out_per_feature: Outputs per input ``P`` (the parameters of one coordinate's map).
+        hidden: Hidden widths (at least one layer). With ``residual=True`` all widths must be
+            equal: the network has one input layer and ``len(hidden)`` masked residual blocks.
+        context: Width ``C`` of the context vector (0: none).
+        order: Input degrees, a permutation of ``1..D``; ``None`` for ``1..D``.
+        hidden_degrees: ``"sequential"`` (cycle through the allowed degrees) or ``"random"``
+            (uniform draws, as in the paper, from a generator seeded by ``seed``).
+        seed: Seed of the random hidden degrees.
+        residual: Use masked residual blocks between the hidden layers.
+        activation: Activation class.
+
+    Shapes: ``x (*, D)``, ``context (*, C)`` ``-> (*, D, P)``.
+
+    Example:
+        >>> import torch, exactflow as ef
+        >>> made = ef.nn.MADE(4, 2, hidden=(32, 32), order=[2, 4, 1, 3])
+        >>> made(torch.randn(5, 4)).shape
+        torch.Size([5, 4, 2])
+
+    """
+
+    def __init__(
+        self,
+        features: int,
+        out_per_feature: int,
+        hidden: Sequence[int] = (64, 64),
+        context: int = 0,
+        order: Sequence[int] | Tensor | None = None,
+        hidden_degrees: str = "sequential",
+        seed: int = 0,
+        residual: bool = False,
+        activation: type[nn.Module] = nn.ReLU,
+    ) -> None:
+        super().__init__()
+        hidden = tuple(hidden)
+        if features < 1 or out_per_feature < 1:
+            raise ValueError(
+                f"MADE: features and out_per_feature must be >= 1,"
+                f" got {features} and {out_per_feature}"
+            )
+        if len(hidden) == 0:
+            raise ValueError("MADE: needs at least one hidden layer, got hidden=()")
+        if residual and len(set(hidden)) != 1:
+            raise ValueError(f"MADE: residual=True needs equal hidden widths, got {hidden}")
+        if hidden_degrees not in ("sequential", "random"):
+            raise ValueError(
+                f"MADE: hidden_degrees must be 'sequential' or 'random', got {hidden_degrees!r}"
+            )
+        self.features = features
+        self.out_per_feature = out_per_feature
+        self.context = context
+
+        degrees = _input_degrees(features, order)
+        generator = torch.Generator().manual_seed(seed)
+        # Hidden degrees span [bottom, D - 1]. Degree-0 units see no input, only the context:
+        # with a context they let the first coordinate's parameters depend on it too.
+        bottom = 0 if context or features == 1 else 1
+        top = features - 1
+
+        def layer_degrees(width: int, low: int) -> Tensor:
+            if hidden_degrees == "sequential":
+                return torch.arange(width) % (top - bottom + 1) + bottom
+            return torch.randint(low, top + 1, (width,), generator=generator)
+
+        previous = degrees
+        m = layer_degrees(hidden[0], bottom)
+        self.input = MaskedLinear(m[:, None] >= previous[None, :])
+        self.context_in = nn.Linear(context, hidden[0], bias=False) if context else None
+        layers: list[nn.Module] = [activation()]
+        if residual:
+            same = m[:, None] >= m[None, :]
+            layers = [_MaskedResidualBlock(same, activation) for _ in hidden] + layers
+        else:
+            for width in hidden[1:]:
+                previous, m = m, layer_degrees(width, int(m.min()))
+                layers += [MaskedLinear(m[:, None] >= previous[None, :]), activation()]
+        self.trunk = nn.Sequential(*layers)
+        out_degrees = degrees.repeat_interleave(out_per_feature)  # (D * P,), coordinate-major
+        self.output = MaskedLinear(out_degrees[:, None] > m[None, :])
+        self.register_buffer("degrees", degrees)
+
+    def initialize(self, params: Tensor) -> None:
+        """Make the output constant, every block ``(i, :)`` equal to ``params (P,)``.
+
+        Used to start a flow at the identity of its elementwise map; the hidden layers keep
+        their random initialization, so gradients still reach them once the output moves.
+        """
+        with torch.no_grad():
+            self.output.weight.zero_()
+            self.output.bias.copy_(params.to(self.output.bias).repeat(self.features))
+
+    def embed(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Pre-activation of the first hidden layer, ``(*, hidden[0])``."""
+        h = self.input(x)
+        if self.context_in is not None:
+            h = h + self.context_in(_check_context("MADE", self.context, context))
+        return h
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        out = self.output(self.trunk(self.embed(x, context)))
+        return out.unflatten(-1, (self.features, self.out_per_feature))  # (*, D, P)

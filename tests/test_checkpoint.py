@@ -1,0 +1,253 @@
+"""Checkpoints: round trips, atomic writes, and clear errors for every way a file can be wrong."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+
+import exactflow as ef
+from exactflow import checkpoint
+from exactflow.checkpoint import build, load, save, standardized
+
+T = ef.transforms
+
+
+def tiny(features: int, context: int = 0, transforms: int = 2, hidden: tuple = (8,)) -> ef.Flow:
+    """A stand-in preset (stacked elementwise affines) registered in ef.flows by the fixture."""
+    steps = [T.Affine(features) for _ in range(transforms)]
+    return ef.Flow(T.Compose(steps), ef.distributions.StandardNormal(features))
+
+
+@pytest.fixture
+def preset(monkeypatch: pytest.MonkeyPatch) -> dict:
+    monkeypatch.setattr(ef.flows, "Tiny", tiny, raising=False)
+    monkeypatch.setattr(ef.flows, "__all__", [*ef.flows.__all__, "Tiny"])
+    return {"preset": "Tiny", "kwargs": {"features": 3, "transforms": 2, "hidden": (8,)}}
+
+
+def perturbed(flow: ef.Flow, seed: int = 0) -> ef.Flow:
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return flow
+
+
+def weights(flow: ef.Flow) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in flow.state_dict().items()}
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------------------- round trips
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_round_trip_by_preset_name(tmp_path: Path, preset: dict, dtype: torch.dtype) -> None:
+    flow = perturbed(build(preset)).to(dtype)
+    path = save(tmp_path / "model.safetensors", flow, spec=preset)
+    loaded = load(path)
+    x = torch.randn(16, 3, dtype=dtype)
+    assert loaded.spec == preset
+    assert loaded.dtype == str(dtype).removeprefix("torch.")
+    assert loaded.event_shape == (3,) and loaded.context == 0
+    assert torch.equal(loaded.flow.log_prob(x), flow.log_prob(x))
+    assert same_weights(weights(loaded.flow), weights(flow))
+
+
+def present_presets() -> list[str]:
+    wanted = ("MAF", "NSF", "RealNVP", "NICE")
+    return [name for name in wanted if name in getattr(ef.flows, "__all__", [])]
+
+
+@pytest.mark.parametrize("name", present_presets() or ["none"])
+def test_round_trip_of_library_presets(tmp_path: Path, name: str) -> None:
+    if name == "none":
+        pytest.skip("exactflow.flows has no presets yet")
+    spec = {"preset": name, "kwargs": {"features": 3, "context": 0, "transforms": 2, "hidden": [8]}}
+    flow = perturbed(build(spec))
+    loaded = load(save(tmp_path / "p.safetensors", flow, spec=spec)).flow
+    x = torch.randn(8, 3)
+    assert torch.equal(loaded.eval().log_prob(x), flow.eval().log_prob(x))
+
+
+def test_hand_built_flow_loads_into_a_given_flow(tmp_path: Path) -> None:
+    flow = perturbed(tiny(2))
+    path = save(tmp_path / "m.safetensors", flow)
+    target = tiny(2)
+    loaded = load(path, flow=target)
+    assert loaded.flow is target and loaded.spec is None
+    x = torch.randn(5, 2)
+    assert torch.equal(target.log_prob(x), flow.log_prob(x))
+    with pytest.raises(ValueError, match="without a preset spec"):
+        load(path)
+
+
+def test_training_state_round_trip(tmp_path: Path) -> None:
+    flow = tiny(2)
+    optimizer = torch.optim.Adam(flow.parameters(), lr=0.1)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer)
+    for _ in range(3):
+        optimizer.zero_grad()
+        (-flow.log_prob(torch.randn(8, 2)).mean()).backward()
+        optimizer.step()
+    state = {
+        "epoch": 3,
+        "best": math.inf,
+        "nan": math.nan,
+        "rng": torch.get_rng_state(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": plateau.state_dict(),
+        "nested": {1: ("a", [1.5, None, True]), "__odd": {"k": (2, 3)}},
+    }
+    back = load(save(tmp_path / "s.safetensors", flow, state=state), flow=tiny(2)).state
+    assert back["epoch"] == 3 and back["best"] == math.inf and math.isnan(back["nan"])
+    assert torch.equal(back["rng"], state["rng"])
+    assert back["nested"] == state["nested"]
+    assert back["scheduler"] == plateau.state_dict()
+    saved = optimizer.state_dict()
+    assert back["optimizer"]["param_groups"] == saved["param_groups"]
+    assert back["optimizer"]["state"].keys() == saved["state"].keys()
+    for i, entry in saved["state"].items():
+        for key, value in entry.items():
+            assert torch.equal(back["optimizer"]["state"][i][key], value)
+    # and it is accepted by a fresh optimizer
+    fresh = torch.optim.Adam(flow.parameters(), lr=0.1)
+    fresh.load_state_dict(back["optimizer"])
+
+
+def test_unsupported_state_is_a_type_error_and_keeps_the_old_file(tmp_path: Path) -> None:
+    flow = perturbed(tiny(2))
+    path = save(tmp_path / "m.safetensors", flow)
+    before = path.read_bytes()
+    with pytest.raises(TypeError, match="object"):
+        save(path, tiny(2), state={"bad": object()})
+    assert path.read_bytes() == before
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_save_replaces_atomically_and_cleans_stale_temporaries(tmp_path: Path) -> None:
+    path = tmp_path / "m.safetensors"
+    stale = tmp_path / ".m.safetensors.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    save(path, tiny(2))
+    flow = perturbed(tiny(2))
+    save(path, flow)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+    assert same_weights(weights(load(path, flow=tiny(2)).flow), weights(flow))
+
+
+# ---------------------------------------------------------------------------- standardization
+
+
+def test_standardized_log_prob_is_in_data_units(tmp_path: Path, preset: dict) -> None:
+    base = perturbed(build(preset))
+    mean, std = torch.tensor([10.0, -3.0, 0.5]), torch.tensor([4.0, 0.5, 2.0])
+    flow = standardized(base, mean, std)
+    x = mean + std * torch.randn(7, 3)
+    expected = base.log_prob((x - mean) / std) - std.log().sum()
+    torch.testing.assert_close(flow.log_prob(x), expected)
+    assert not any(p.requires_grad for p in flow.transform[0].parameters())
+    spec = {**preset, "standardize": True}
+    loaded = load(save(tmp_path / "s.safetensors", flow, spec=spec)).flow
+    assert torch.equal(loaded.log_prob(x), flow.log_prob(x))
+    assert not any(p.requires_grad for p in loaded.transform[0].parameters())
+
+
+def test_standardized_rejects_bad_statistics() -> None:
+    with pytest.raises(ValueError, match=r"column\(s\) \[1\]"):
+        standardized(tiny(2), torch.zeros(2), torch.tensor([1.0, 0.0]))
+    with pytest.raises(ValueError, match=r"shape \(2,\)"):
+        standardized(tiny(2), torch.zeros(3), torch.ones(3))
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="does not exist"):
+        load(tmp_path / "nothing.safetensors")
+
+
+@pytest.mark.parametrize("keep", [0.0, 0.001, 0.3, 0.6, 0.999], ids=lambda f: f"keep{f}")
+def test_truncated_file_is_a_clear_error_and_touches_nothing(tmp_path: Path, keep: float) -> None:
+    flow = perturbed(tiny(2))
+    path = save(tmp_path / "m.safetensors", flow)
+    raw = path.read_bytes()
+    path.write_bytes(raw[: int(keep * len(raw))])
+    target = tiny(2)
+    before = weights(target)
+    with pytest.raises(ValueError, match="not a readable exactflow checkpoint.*truncated"):
+        load(path, flow=target)
+    assert same_weights(weights(target), before)
+
+
+@pytest.mark.parametrize("where", ["data", "header"])
+def test_corrupted_file_is_a_clear_error(tmp_path: Path, where: str) -> None:
+    flow = perturbed(tiny(2))
+    path = save(tmp_path / "m.safetensors", flow)
+    raw = bytearray(path.read_bytes())
+    header = int.from_bytes(raw[:8], "little")
+    if where == "data":
+        raw[-3] ^= 0xFF  # a bit flip inside a weight
+    else:
+        i = raw.index(b"float32", 8)  # inside the JSON config; the JSON stays valid
+        raw[i : i + 7] = b"float64"
+    assert header == int.from_bytes(raw[:8], "little")
+    path.write_bytes(bytes(raw))
+    target = tiny(2)
+    before = weights(target)
+    with pytest.raises(ValueError, match="checksum"):
+        load(path, flow=target)
+    assert same_weights(weights(target), before)
+
+
+def test_plain_safetensors_file_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "plain.safetensors"
+    safetensors.torch.save_file({"w": torch.zeros(2)}, path)
+    with pytest.raises(ValueError, match="without exactflow metadata"):
+        load(path)
+
+
+def test_unknown_preset(tmp_path: Path) -> None:
+    path = save(tmp_path / "m.safetensors", tiny(2), spec={"preset": "NoSuchFlow", "kwargs": {}})
+    with pytest.raises(ValueError, match="unknown preset 'NoSuchFlow'"):
+        load(path)
+    with pytest.raises(ValueError, match="unknown preset"):
+        build({"preset": "__class__", "kwargs": {}})
+
+
+def test_newer_format_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checkpoint, "FORMAT_VERSION", 99)
+    path = save(tmp_path / "m.safetensors", tiny(2))
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="version 99"):
+        load(path, flow=tiny(2))
+
+
+def test_width_mismatch(tmp_path: Path) -> None:
+    path = save(tmp_path / "m.safetensors", perturbed(tiny(3)))
+    target = tiny(2)
+    before = weights(target)
+    with pytest.raises(ValueError, match=r"shape \(3,\).*shape \(2,\)"):
+        load(path, flow=target)
+    assert same_weights(weights(target), before)
+    loaded = load(path, flow=tiny(3))
+    loaded.check_data(torch.randn(4, 3))
+    with pytest.raises(ValueError, match=r"models points of shape \(3,\)"):
+        loaded.check_data(torch.randn(4, 2))
+
+
+def test_mismatched_architecture_leaves_the_flow_untouched(tmp_path: Path) -> None:
+    path = save(tmp_path / "m.safetensors", perturbed(tiny(2, transforms=3)))
+    target = tiny(2, transforms=2)
+    before = weights(target)
+    with pytest.raises(ValueError, match="does not fit this flow"):
+        load(path, flow=target)
+    assert same_weights(weights(target), before)
