@@ -231,13 +231,11 @@ def poisoned(poison: Poison) -> ef.Flow:
 
 def test_nonfinite_steps_are_skipped() -> None:
     x = gaussian(256)
-    result = fit(poisoned(Poison({2, 3, 6})), x, x, config(epochs=2, max_nonfinite=3))
+    flow = poisoned(Poison({2, 3, 6}))
+    result = fit(flow, x, x, config(epochs=2, max_nonfinite=3, schedule="none"), progress=False)
     assert [row["skipped"] for row in result.history] == [2, 1]
+    assert [row["step"] for row in result.history] == [4, 8]
     assert all(math.isfinite(row["train_nll"]) for row in result.history)
-    # the same run without poison but with those batches dropped would differ; here we only
-    # check that skipped steps left no trace in the optimizer (Adam counted 5 updates)
-    for group in result.history:
-        assert group["step"] in (4, 8)
 
 
 def test_skipped_steps_do_not_update() -> None:
@@ -255,10 +253,10 @@ def test_too_many_nonfinite_losses_stop_and_keep_the_checkpoint(tmp_path: Path) 
     c = config(epochs=5, batch_size=32, checkpoint_every=2, max_nonfinite=3, out=str(tmp_path))
     with pytest.raises(NonFiniteLossError, match="last good checkpoint is kept") as error:
         fit(flow, x, x, c, progress=False)
-    assert "step 12" in str(error.value) and "(step 8)" in str(error.value)
+    # steps 10-12 were skipped; step 10's checkpoint holds the weights of step 9, the last update
+    assert "step 12" in str(error.value) and "(step 10)" in str(error.value)
     last = load(tmp_path / "last.safetensors", flow=poisoned(Poison()))
-    assert last.state["step"] == 8
-    # no update happened after the last checkpoint's step 9 either: the weights agree
+    assert last.state["step"] == 10
     for k, v in last.flow.state_dict().items():
         assert torch.equal(v, flow.state_dict()[k]) or k.endswith("_anchor")
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".tmp") == []
@@ -350,7 +348,7 @@ def make():
 
 
 def config(directory):
-    return TrainConfig(epochs=25, batch_size=32, lr=1e-2, checkpoint_every=1, patience=None,
+    return TrainConfig(epochs=40, batch_size=32, lr=1e-2, checkpoint_every=1, patience=None,
                        tensorboard=False, out=directory)
 
 
@@ -439,11 +437,11 @@ def test_sigkill_during_training_never_breaks_the_checkpoint(tmp_path: Path) -> 
         every = 1
         for _ in range(4):
             path = out / "last.safetensors"
-            base = load(path, flow=None if False else _zygote_flow()).state["step"] if path.exists() else 0
+            base = load(path, flow=_zygote_flow()).state["step"] if path.exists() else 0
             pid = command("run")
             while not next_line().startswith("forward "):
                 pass
-            threading.Event().wait(rng.uniform(0.0, 0.15))
+            threading.Event().wait(rng.uniform(0.0, 0.1))
             os.kill(pid, signal.SIGKILL)
             forwards, status = wait_exit(pid)
             assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status

@@ -18,6 +18,7 @@ from .transforms import (
     AffineMap,
     Compose,
     Coupling,
+    ElementwiseMap,
     Inverse,
     LULinear,
     MaskedAutoregressive,
@@ -45,23 +46,6 @@ def _check(name: str, features: int, transforms: int, permutation: str) -> None:
         raise ValueError(f"{name}: permutation must be one of {_PERMUTATIONS}, got {permutation!r}")
 
 
-def _mask(features: int, step: int, permutation: str, seed: int) -> torch.Tensor:
-    """Coordinates coupling step ``step`` transforms: swapped halves, or a random half."""
-    if permutation == "random":
-        return coupling_mask(features, "random", seed + step)
-    mask = coupling_mask(features, "alternating")
-    return mask if step % 2 == 0 else ~mask
-
-
-def _order(features: int, step: int, permutation: str, seed: int) -> torch.Tensor:
-    """Degrees of autoregressive step ``step``: alternately reversed, or a random order."""
-    if permutation == "random":
-        generator = torch.Generator().manual_seed(seed + step)
-        return torch.randperm(features, generator=generator) + 1
-    order = torch.arange(1, features + 1)
-    return order if step % 2 == 0 else order.flip(0)
-
-
 def _chain(layers: list[Transform], features: int, permutation: str) -> list[Transform]:
     """The layers, with a learnable LU linear map between consecutive ones for ``"lu"``."""
     steps: list[Transform] = []
@@ -70,6 +54,63 @@ def _chain(layers: list[Transform], features: int, permutation: str) -> list[Tra
             steps.append(LULinear(features))
         steps.append(layer)
     return steps
+
+
+def _couplings(
+    map: ElementwiseMap,
+    features: int,
+    context: int,
+    transforms: int,
+    hidden: Sequence[int],
+    permutation: str,
+    residual: bool,
+    seed: int,
+) -> list[Transform]:
+    """Coupling layers whose transformed coordinates change from layer to layer.
+
+    ``"reverse"`` and ``"lu"`` swap the odd and even indices every layer; ``"random"`` draws a
+    random half per layer from ``seed``. (A permutation before a coupling layer only relabels
+    its fully connected conditioner's inputs, so the choice of mask is the whole of it.)
+    """
+    layers: list[Transform] = []
+    for k in range(transforms):
+        if permutation == "random":
+            mask = coupling_mask(features, "random", seed + k)
+        else:
+            mask = coupling_mask(features, "alternating") ^ (k % 2 == 1)
+        layers.append(Coupling(map, features, mask, hidden, context, residual=residual))
+    return _chain(layers, features, permutation)
+
+
+def _autoregressive(
+    map: ElementwiseMap,
+    features: int,
+    context: int,
+    transforms: int,
+    hidden: Sequence[int],
+    permutation: str,
+    residual: bool,
+    seed: int,
+    inverse: bool = False,
+) -> list[Transform]:
+    """Masked autoregressive layers whose order changes from layer to layer.
+
+    ``"reverse"`` and ``"lu"`` reverse the order every layer; ``"random"`` draws a random order
+    per layer from ``seed``. (Permuting the coordinates before a layer is the same as giving its
+    MADE permuted degrees, which costs nothing.) ``inverse`` wraps every layer in
+    :class:`~exactflow.transforms.Inverse`.
+    """
+    layers: list[Transform] = []
+    for k in range(transforms):
+        if permutation == "random":
+            order = torch.randperm(features, generator=torch.Generator().manual_seed(seed + k))
+            order = order + 1
+        else:
+            order = torch.arange(1, features + 1)
+            order = order.flip(0) if k % 2 == 1 else order
+        layer = MaskedAutoregressive(map, features, hidden, context, order=order, residual=residual)
+        layers.append(Inverse(layer) if inverse else layer)
+    return _chain(layers, features, permutation)
 
 
 def _config(**kwargs: object) -> dict:
@@ -87,7 +128,7 @@ class NICE(Flow):
     Args:
         features: Data width ``D`` (at least 2).
         context: Context width ``C`` the conditioners read (0: unconditional).
-        transforms: Number of coupling layers.
+        transforms: Number of coupling layers (4 in the paper).
         hidden: Hidden widths of each conditioner.
         permutation: How the coordinates mix between layers: ``"reverse"`` swaps the
             transformed and identity halves (odd/even indices) every layer, ``"random"`` draws
@@ -115,19 +156,10 @@ class NICE(Flow):
         seed: int = 0,
     ) -> None:
         _check("NICE", features, transforms, permutation)
-        layers: list[Transform] = [
-            Coupling(
-                Additive(),
-                features,
-                _mask(features, k, permutation, seed),
-                hidden,
-                context,
-                residual=residual,
-            )
-            for k in range(transforms)
-        ]
-        steps = [*_chain(layers, features, permutation), Affine(features)]
-        super().__init__(Compose(steps), StandardNormal(features))
+        steps = _couplings(
+            Additive(), features, context, transforms, hidden, permutation, residual, seed
+        )
+        super().__init__(Compose([*steps, Affine(features)]), StandardNormal(features))
         self.config = _config(
             features=features,
             context=context,
@@ -142,8 +174,7 @@ class NICE(Flow):
 class RealNVP(Flow):
     """Real-valued non-volume preserving flow (Dinh et al. 2017).
 
-    ``transforms`` affine coupling layers ``y_B = x_B · exp(s(x_A, c)) + t(x_A, c)`` with
-    alternating masks (odd/even indices, swapped every layer);
+    ``transforms`` affine coupling layers ``y_B = x_B · exp(s(x_A, c)) + t(x_A, c)``;
     ``log|det J| = Σ_layers Σ_{i∈B} s_i``. The log-scales are softly bounded
     (:class:`~exactflow.transforms.AffineMap`). Base: standard normal.
 
@@ -152,7 +183,8 @@ class RealNVP(Flow):
         context: Context width ``C`` the conditioners read (0: unconditional).
         transforms: Number of coupling layers.
         hidden: Hidden widths of each conditioner.
-        permutation: ``"reverse"``, ``"random"`` or ``"lu"`` (see :class:`NICE`).
+        permutation: ``"reverse"`` (alternating masks: odd/even indices, swapped every
+            layer), ``"random"`` or ``"lu"`` (see :class:`NICE`).
         residual: Residual conditioners.
         seed: Seed of the random masks.
 
@@ -175,18 +207,10 @@ class RealNVP(Flow):
         seed: int = 0,
     ) -> None:
         _check("RealNVP", features, transforms, permutation)
-        layers: list[Transform] = [
-            Coupling(
-                AffineMap(),
-                features,
-                _mask(features, k, permutation, seed),
-                hidden,
-                context,
-                residual=residual,
-            )
-            for k in range(transforms)
-        ]
-        super().__init__(Compose(_chain(layers, features, permutation)), StandardNormal(features))
+        steps = _couplings(
+            AffineMap(), features, context, transforms, hidden, permutation, residual, seed
+        )
+        super().__init__(Compose(steps), StandardNormal(features))
         self.config = _config(
             features=features,
             context=context,
@@ -237,18 +261,10 @@ class MAF(Flow):
         seed: int = 0,
     ) -> None:
         _check("MAF", features, transforms, permutation)
-        layers: list[Transform] = [
-            MaskedAutoregressive(
-                AffineMap(),
-                features,
-                hidden,
-                context,
-                order=_order(features, k, permutation, seed),
-                residual=residual,
-            )
-            for k in range(transforms)
-        ]
-        super().__init__(Compose(_chain(layers, features, permutation)), StandardNormal(features))
+        steps = _autoregressive(
+            AffineMap(), features, context, transforms, hidden, permutation, residual, seed
+        )
+        super().__init__(Compose(steps), StandardNormal(features))
         self.config = _config(
             features=features,
             context=context,
@@ -298,20 +314,18 @@ class IAF(Flow):
         seed: int = 0,
     ) -> None:
         _check("IAF", features, transforms, permutation)
-        layers: list[Transform] = [
-            Inverse(
-                MaskedAutoregressive(
-                    AffineMap(),
-                    features,
-                    hidden,
-                    context,
-                    order=_order(features, k, permutation, seed),
-                    residual=residual,
-                )
-            )
-            for k in range(transforms)
-        ]
-        super().__init__(Compose(_chain(layers, features, permutation)), StandardNormal(features))
+        steps = _autoregressive(
+            AffineMap(),
+            features,
+            context,
+            transforms,
+            hidden,
+            permutation,
+            residual,
+            seed,
+            inverse=True,
+        )
+        super().__init__(Compose(steps), StandardNormal(features))
         self.config = _config(
             features=features,
             context=context,
@@ -327,10 +341,11 @@ class NSF(Flow):
     """Neural spline flow (Durkan et al. 2019): rational-quadratic spline layers.
 
     Each layer maps every coordinate by a monotonic rational-quadratic spline with ``bins``
-    bins on ``[-bound, bound]`` (linear tails outside), whose knots come from a
-    :class:`~exactflow.nn.MADE` (autoregressive, the default) or from the other half of the
-    coordinates (``coupling=True``: one network pass for sampling too).
-    ``log|det J| = Σ_layers Σ_i log g_i'(x_i)``. Base: standard normal.
+    bins on ``[-bound, bound]`` (identity, i.e. linear, tails outside;
+    :class:`~exactflow.transforms.RationalQuadraticSpline`), whose knots come from a
+    :class:`~exactflow.nn.MADE` (autoregressive, the default: one pass for the density, ``D``
+    for sampling) or from the other half of the coordinates (``coupling=True``: one pass each
+    way). ``log|det J| = Σ_layers Σ_i log g_i'(x_i)``. Base: standard normal.
 
     Args:
         features: Data width ``D`` (at least 2 with ``coupling=True``).
@@ -338,10 +353,10 @@ class NSF(Flow):
         transforms: Number of spline layers.
         hidden: Hidden widths of each conditioner.
         bins: Number of spline bins ``K``.
-        bound: Half-width of the spline interval ``[-B, B]``.
+        bound: Half-width ``B`` of the spline interval ``[-B, B]``.
         coupling: Coupling layers instead of masked autoregressive ones.
-        permutation: ``"reverse"``, ``"random"`` or ``"lu"`` (see :class:`RealNVP` for
-            coupling layers, :class:`MAF` for autoregressive ones).
+        permutation: ``"reverse"``, ``"random"`` or ``"lu"`` (see :class:`NICE` for coupling
+            layers, :class:`MAF` for autoregressive ones).
         residual: Residual conditioners.
         seed: Seed of the random masks or orders.
 
@@ -368,32 +383,9 @@ class NSF(Flow):
     ) -> None:
         _check("NSF", features, transforms, permutation)
         spline = RationalQuadraticSpline(bins=bins, bound=bound, tails="linear")
-        layers: list[Transform]
-        if coupling:
-            layers = [
-                Coupling(
-                    spline,
-                    features,
-                    _mask(features, k, permutation, seed),
-                    hidden,
-                    context,
-                    residual=residual,
-                )
-                for k in range(transforms)
-            ]
-        else:
-            layers = [
-                MaskedAutoregressive(
-                    spline,
-                    features,
-                    hidden,
-                    context,
-                    order=_order(features, k, permutation, seed),
-                    residual=residual,
-                )
-                for k in range(transforms)
-            ]
-        super().__init__(Compose(_chain(layers, features, permutation)), StandardNormal(features))
+        layers = _couplings if coupling else _autoregressive
+        steps = layers(spline, features, context, transforms, hidden, permutation, residual, seed)
+        super().__init__(Compose(steps), StandardNormal(features))
         self.config = _config(
             features=features,
             context=context,

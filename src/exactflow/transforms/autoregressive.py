@@ -100,7 +100,7 @@ class MaskedAutoregressive(Transform):
         made = self.made
         # The first hidden layer is linear in x: start from x = 0 and add x_i · W[:, i] as each
         # coordinate is recovered, instead of redoing the (H, D) product every pass.
-        h = made.embed(y.new_zeros(()).expand(y.shape), context)  # (*, H0)
+        h = made.embed(torch.zeros_like(y), context)  # (*, H0)
         w_in = made.input.masked_weight().t()  # (D, H0)
         w_out = made.output.masked_weight().unflatten(0, (self.features, -1))  # (D, P, H)
         b_out = made.output.bias.unflatten(0, (self.features, -1))  # (D, P)
