@@ -98,3 +98,10 @@ def test_sampling_gradients_reach_every_parameter() -> None:
 def test_rejects_a_non_elementwise_map() -> None:
     with pytest.raises(TypeError, match="ElementwiseMap"):
         T.MaskedAutoregressive(T.Affine(3), 3)
+
+
+def test_every_coordinate_depends_on_the_context() -> None:
+    layer = _perturbed(T.MaskedAutoregressive(T.AffineMap(), 3, hidden=(8,), context=2))
+    x, c = torch.randn(3, dtype=torch.float64), torch.randn(2, dtype=torch.float64)
+    jac = torch.func.jacrev(lambda ci: layer(x, ci)[0])(c)  # (D, C)
+    assert torch.all(jac.abs().sum(-1) > 0)

@@ -322,12 +322,12 @@ def save(
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in _temporaries(path):
         stale.unlink(missing_ok=True)
+    data = safetensors.torch.save(tensors, metadata=metadata)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     tmp = Path(tmp_name)
     try:
-        safetensors.torch.save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb+") as f:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -160,9 +160,13 @@ class RationalQuadraticSpline(ElementwiseMap):
         (x0, x1), (y0, y1), (d0, d1) = self._bin(xc, xk, (xk, yk, dk))
         w, h = x1 - x0, y1 - y0
         s = h / w
-        xi = (xc - x0) / w
-        uu, uv, den, ladj = self._slope(xi, 1 - xi, s, d0, d1)
-        y = y0 + h * (s * uu + d0 * uv) / den
+        xi, xi_c = (xc - x0) / w, (x1 - xc) / w  # ξ, 1 - ξ
+        uu, uv, vv, den, ladj = self._slope(xi, xi_c, s, d0, d1)
+        # y - y_k = h (s ξ² + δ_k θ) / den and y_{k+1} - y = h (s (1-ξ)² + δ_{k+1} θ) / den are
+        # both >= 0: measuring from the nearer knot keeps y inside its bin despite rounding.
+        lower = xi <= 0.5
+        rise = torch.where(lower, s * uu + d0 * uv, s * vv + d1 * uv)
+        y = torch.where(lower, y0, y1) + torch.where(lower, h, -h) * rise / den
         return torch.where(inside, y, x), torch.where(inside, ladj, 0.0)
 
     def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
@@ -195,12 +199,13 @@ class RationalQuadraticSpline(ElementwiseMap):
         total = u + v
         xi, xi_c = u / total, v / total
         *_, ladj = self._slope(xi, xi_c, s, d0, d1)
-        x = x0 + xi * w
+        lower = xi <= 0.5
+        x = torch.where(lower, x0, x1) + torch.where(lower, xi, -xi_c) * w
         return torch.where(inside, x, y), torch.where(inside, -ladj, 0.0)
 
     @staticmethod
     def _slope(u: Tensor, v: Tensor, s: Tensor, d0: Tensor, d1: Tensor) -> tuple[Tensor, ...]:
-        """``u²``, ``uv``, the denominator and ``log dy/dx`` at ``ξ = u``, ``1 - ξ = v``.
+        """``u²``, ``uv``, ``v²``, the denominator and ``log dy/dx`` at ``ξ = u``, ``1 - ξ = v``.
 
         The denominator ``s + (δ_k + δ_{k+1} - 2s) θ`` is written as the sum of non-negative
         terms ``s (u² + v²) + (δ_k + δ_{k+1}) u v``.
@@ -208,7 +213,7 @@ class RationalQuadraticSpline(ElementwiseMap):
         uu, uv, vv = u.square(), u * v, v.square()
         den = s * (uu + vv) + (d0 + d1) * uv
         slope = d1 * uu + 2 * s * uv + d0 * vv
-        return uu, uv, den, slope.log() + 2 * (s / den).log()
+        return uu, uv, vv, den, slope.log() + 2 * (s / den).log()
 
     def _bin(
         self, v: Tensor, knots: Tensor, quantities: tuple[Tensor, ...]
