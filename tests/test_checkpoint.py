@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -173,6 +174,15 @@ def test_standardized_rejects_bad_statistics() -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="does not exist"):
         load(tmp_path / "nothing.safetensors")
+    with pytest.raises(ValueError, match="is a directory"):
+        load(tmp_path)
+
+
+def test_saved_file_follows_the_umask(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    path = save(tmp_path / "m.safetensors", tiny(2))
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 @pytest.mark.parametrize("keep", [0.0, 0.001, 0.3, 0.6, 0.999], ids=lambda f: f"keep{f}")

@@ -171,6 +171,17 @@ def test_metrics_csv_and_checkpoints(tmp_path: Path, preset: dict) -> None:
     assert last.spec == preset
 
 
+def test_tensorboard_is_optional(tmp_path: Path) -> None:
+    x = gaussian(200)
+    fit(make_flow(), x[:150], x[150:], config(epochs=1, tensorboard=True, out=str(tmp_path)))
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        assert not (tmp_path / "tensorboard").exists()
+    else:
+        assert any((tmp_path / "tensorboard").iterdir())
+
+
 def test_bad_data_is_rejected_before_training(tmp_path: Path) -> None:
     x = gaussian(100)
     bad = x.clone()
@@ -317,13 +328,15 @@ def test_resume_refuses_mismatched_data_or_config(tmp_path: Path) -> None:
         fit(make_flow(), x[:150], x[150:], c, resume=True, progress=False)
 
 
-def test_resume_extends_a_finished_run(tmp_path: Path) -> None:
+def test_resume_extends_a_finished_run_and_keeps_its_spec(tmp_path: Path, preset: dict) -> None:
     x = gaussian(200)
     c = config(epochs=2, out=str(tmp_path), schedule="none")
-    fit(make_flow(), x[:150], x[150:], c, progress=False)
+    fit(tiny(2), x[:150], x[150:], c, spec=preset, progress=False)
     c.epochs = 4
-    result = fit(make_flow(), x[:150], x[150:], c, resume=True, progress=False)
+    result = fit(tiny(2), x[:150], x[150:], c, resume=True, progress=False)
     assert [row["epoch"] for row in result.history] == [1, 2, 3, 4]
+    last = load(tmp_path / "last.safetensors")  # rebuilt by name: the spec was kept
+    assert last.spec == preset and last.state["epoch"] == 4
 
 
 # ---------------------------------------------------------------------------- SIGKILL
@@ -340,6 +353,11 @@ out, reference = sys.argv[1], sys.argv[2]
 T = ef.transforms
 g = torch.Generator().manual_seed(1)
 x = 1 + 2 * torch.randn(240, 2, generator=g)
+
+
+def say(line):
+    # One write per line: a kill can then never leave half a line in the pipe.
+    os.write(1, (line + "\\n").encode())
 
 
 def make():
@@ -360,7 +378,7 @@ def train(directory, resume):
         nonlocal count
         if module.training:
             count += 1
-            print(f"forward {count}", flush=True)
+            say(f"forward {count}")
 
     flow.transform.register_forward_hook(hook)
     # The reference run needs no intermediate checkpoints (they do not change the history).
@@ -370,11 +388,11 @@ def train(directory, resume):
 
 # Pay torch's one-time costs here, once; each run is then a cheap fork of this process.
 fit(make(), x[:200], x[200:], TrainConfig(epochs=1, tensorboard=False), progress=False)
-print("ready", flush=True)
+say("ready")
 while line := sys.stdin.readline():
     pid = os.fork()
     if pid == 0:
-        print(f"pid {os.getpid()}", flush=True)  # before any "forward" line of this child
+        say(f"pid {os.getpid()}")  # before any "forward" line of this child
         code = 0
         try:
             train(out if line.strip() == "run" else reference, line.strip() == "run")
@@ -386,7 +404,7 @@ while line := sys.stdin.readline():
         sys.stderr.flush()
         os._exit(code)
     _, status = os.waitpid(pid, 0)
-    print(f"exit {pid} {status}", flush=True)
+    say(f"exit {pid} {status}")
 """
 
 
@@ -409,11 +427,14 @@ def test_sigkill_during_training_never_breaks_the_checkpoint(tmp_path: Path) -> 
     threading.Thread(target=lambda: [lines.put(s) for s in process.stdout], daemon=True).start()
 
     def next_line() -> str:
-        try:
-            return lines.get(timeout=60).strip()
-        except queue.Empty:
-            process.kill()
-            raise AssertionError((tmp_path / "stderr.txt").read_text()) from None
+        for _ in range(600):
+            try:
+                return lines.get(timeout=0.1).strip()
+            except queue.Empty:
+                if process.poll() is not None:
+                    break
+        process.kill()
+        raise AssertionError((tmp_path / "stderr.txt").read_text())
 
     def command(name: str) -> int:
         process.stdin.write(name + "\n")

@@ -24,7 +24,8 @@ atomic rename makes the whole checkpoint appear at once. :func:`save` writes a t
 destination directory, flushes and fsyncs it, ``os.replace``-s it onto the final name and fsyncs the
 directory. A reader therefore sees either the previous checkpoint or the new one, whole, even if the
 writer is killed at any instant; the digest catches corruption that happens later (truncated copies,
-flipped bits).
+flipped bits). A killed writer may leave its temporary ``.<name>.<random>.tmp`` behind; the next
+:func:`save` to the same name removes it.
 
 Loading parses the header and the raw tensor bytes with safetensors; nothing is ever unpickled.
 Every user-facing problem (missing file, truncated or corrupted file, unknown preset, mismatched
@@ -51,7 +52,7 @@ import hashlib
 import json
 import math
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,7 +66,7 @@ from . import flows as presets
 from .distributions import Flow
 from .transforms import Affine, Compose
 
-__all__ = ["FORMAT_VERSION", "Checkpoint", "build", "flow_dtype", "load", "save", "standardized"]
+__all__ = ["FORMAT_VERSION", "Checkpoint", "build", "load", "save", "standardized"]
 
 FORMAT_VERSION = 1
 """Version of the checkpoint layout written by :func:`save`; :func:`load` reads up to this one."""
@@ -127,7 +128,7 @@ def standardized(flow: Flow, mean: Tensor, std: Tensor) -> Flow:
             f"standardized: std must be positive, got {std[bad].tolist()} in column(s) {bad}"
             " (a constant column has no density; drop it or add noise)"
         )
-    affine = Affine(features).to(flow_dtype(flow))
+    affine = Affine(features).to(_anchor(flow))
     mean, std = mean.to(torch.float64), std.to(torch.float64)
     with torch.no_grad():
         affine.log_scale.copy_(-std.log())
@@ -136,12 +137,17 @@ def standardized(flow: Flow, mean: Tensor, std: Tensor) -> Flow:
     return Flow(Compose([affine, flow.transform]), flow.base, validate=flow.validate)
 
 
-def flow_dtype(flow: Flow) -> torch.dtype:
+def _flow_dtype(flow: Flow) -> torch.dtype:
     """The floating-point dtype of a flow's parameters and buffers."""
+    return _anchor(flow).dtype
+
+
+def _anchor(flow: Flow) -> Tensor:
+    """A floating-point tensor of the flow, for its dtype and device."""
     for t in (*flow.parameters(), *flow.buffers()):
         if t.is_floating_point():
-            return t.dtype
-    return torch.get_default_dtype()
+            return t
+    return torch.empty(0)
 
 
 def build(spec: Mapping[str, Any]) -> Flow:
@@ -153,7 +159,7 @@ def build(spec: Mapping[str, Any]) -> Flow:
             checkpoint's weights overwrite).
 
     Returns:
-        The freshly initialized flow, in float32.
+        The freshly initialized flow, as the preset builds it.
 
     """
     if not isinstance(spec, Mapping):
@@ -161,7 +167,7 @@ def build(spec: Mapping[str, Any]) -> Flow:
             f"spec must be a mapping with 'preset' and 'kwargs', got {type(spec).__name__}"
         )
     name = spec.get("preset")
-    known = sorted(getattr(presets, "__all__", []))
+    known = sorted(presets.__all__)
     if not isinstance(name, str) or name not in known:
         raise ValueError(
             f"unknown preset {name!r} in the flow spec; exactflow.flows provides {known}"
@@ -299,7 +305,7 @@ def save(
     if not isinstance(flow, Flow):
         raise TypeError(f"save: flow must be an exactflow Flow, got {type(flow).__name__}")
     path = Path(path)
-    dtype = flow_dtype(flow)
+    dtype = _flow_dtype(flow)
     dtype_name = {v: k for k, v in _DTYPES.items()}.get(dtype)
     if dtype_name is None:
         raise ValueError(f"save: flows in float32 or float64 can be saved, got {dtype}")
@@ -323,8 +329,10 @@ def save(
     for stale in _temporaries(path):
         stale.unlink(missing_ok=True)
     data = safetensors.torch.save(tensors, metadata=metadata)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    # Mode 0o666 lets the umask decide the permissions, as for any file the user writes.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    fd = os.open(tmp, flags, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -386,6 +394,10 @@ def _corrupt(path: Path, why: str) -> ValueError:
 
 def _read(path: Path) -> tuple[dict, dict[str, Tensor]]:
     """Parse and verify a checkpoint file: ``(config, tensors)``."""
+    if path.is_dir():
+        raise ValueError(
+            f"{path} is a directory; a checkpoint is one file, such as {path / 'last.safetensors'}"
+        )
     if not path.is_file():
         raise ValueError(f"no checkpoint at {path}: the file does not exist")
     raw = path.read_bytes()
@@ -459,9 +471,13 @@ def load(path: str | os.PathLike, flow: Flow | None = None) -> Checkpoint:
     path = Path(path)
     config, tensors = _read(path)
     weights = {k[len(_MODEL) :]: v for k, v in tensors.items() if k.startswith(_MODEL)}
-    state = _decode(config["state"], tensors)
-    spec = _decode(config["spec"], {})
-    dtype = config.get("dtype")
+    try:
+        state = _decode(config["state"], tensors)
+        spec = _decode(config["spec"], {})
+        dtype = config["dtype"]
+        event_shape, context = tuple(config["event_shape"]), int(config["context"])
+    except (KeyError, TypeError) as error:
+        raise _corrupt(path, f"its config is incomplete (missing or malformed {error})") from error
     if dtype not in _DTYPES:
         raise _corrupt(path, f"unknown dtype {dtype!r}")
     if flow is None:
@@ -471,7 +487,6 @@ def load(path: str | os.PathLike, flow: Flow | None = None) -> Checkpoint:
                 " flow; build the same flow and pass it: load(path, flow=...)"
             )
         flow = build(spec)
-    event_shape, context = tuple(config["event_shape"]), int(config["context"])
     if (tuple(flow.event_shape), flow.context) != (event_shape, context):
         raise ValueError(
             f"the checkpoint {path} models points of shape {event_shape} with a context of width"

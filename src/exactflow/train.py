@@ -194,7 +194,7 @@ class FitResult:
 
 
 def _check_tensor(
-    name: str, value: object, trailing: tuple[int, ...], dtype: torch.dtype
+    name: str, value: object, trailing: tuple[int, ...], dtype: torch.dtype, device: torch.device
 ) -> Tensor:
     if not isinstance(value, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
@@ -205,7 +205,7 @@ def _check_tensor(
         raise ValueError(f"{name} must have shape ({expected}), got {tuple(value.shape)}")
     if value.shape[0] == 0:
         raise ValueError(f"{name} is empty (0 rows)")
-    value = value.detach().to(dtype)
+    value = value.detach().to(device=device, dtype=dtype)
     finite = torch.isfinite(value)
     if not bool(finite.all()):
         row, *column = (~finite).nonzero()[0].tolist()
@@ -219,7 +219,8 @@ def _check_tensor(
 def _prepare(
     name: str, data: object, flow: Flow, dtype: torch.dtype
 ) -> tuple[Tensor, Tensor | None]:
-    """Validate ``data`` (``x`` or ``(x, context)``) against the flow; convert it to ``dtype``."""
+    """Check ``data`` (``x`` or ``(x, context)``) against the flow; cast it to its dtype, device."""
+    device = next(iter(flow.buffers())).device  # the base density always holds a buffer
     if isinstance(data, Tensor):
         x, context = data, None
     elif isinstance(data, (tuple, list)) and len(data) == 2:
@@ -228,7 +229,7 @@ def _prepare(
         raise TypeError(
             f"{name} must be a tensor x or a pair (x, context), got {type(data).__name__}"
         )
-    x = _check_tensor(name, x, tuple(flow.event_shape), dtype)
+    x = _check_tensor(name, x, tuple(flow.event_shape), dtype, device)
     if flow.context == 0 and context is not None:
         raise ValueError(f"the flow is unconditional but {name} comes with a context")
     if flow.context > 0:
@@ -237,7 +238,7 @@ def _prepare(
                 f"the flow is conditional (context width {flow.context}): pass {name} as"
                 " (x, context)"
             )
-        context = _check_tensor(f"{name} context", context, (flow.context,), dtype)
+        context = _check_tensor(f"{name} context", context, (flow.context,), dtype, device)
         if context.shape[0] != x.shape[0]:
             raise ValueError(f"{name} has {x.shape[0]} rows but its context has {context.shape[0]}")
     inside = flow.transform.domain.check(x)
@@ -397,7 +398,9 @@ class _Run:
         epochs_done = self.config.epochs is not None and self.epoch >= self.config.epochs
         self.finished = self.stopped_early or epochs_done or self.step >= self.total
         self.flow.load_state_dict(last.flow.state_dict())
-        if best is not None:
+        # A best file predating this run's first validation may come from an older run in the
+        # same directory; the replayed first epoch rewrites it.
+        if best is not None and self.best_epoch > 0:
             self.best_weights = {k: v.clone() for k, v in best.flow.state_dict().items()}
         self.saved_step = self.step
 
@@ -459,7 +462,7 @@ class _Run:
         )
 
     @torch.no_grad()
-    def validate(self) -> float:
+    def evaluate(self) -> float:
         was_training = self.flow.training
         self.flow.eval()
         total = 0.0
@@ -471,7 +474,7 @@ class _Run:
         return total / len(self.xv)
 
     def end_epoch(self, clock: float) -> dict[str, float]:
-        val_nll = self.validate()
+        val_nll = self.evaluate()
         lr = float(self.optimizer.param_groups[0]["lr"])
         if self.config.schedule == "plateau":
             self.scheduler.step(val_nll)
@@ -586,9 +589,12 @@ def fit(
         config: Run settings (defaults: :class:`TrainConfig`).
         spec: How checkpoints rebuild the flow: ``{"preset": "MAF", "kwargs": {...}}`` naming a
             preset of :mod:`exactflow.flows`; ``None`` saves weights that load only into a flow
-            built by hand (``checkpoint.load(path, flow=...)``).
+            built by hand (``checkpoint.load(path, flow=...)``). When resuming, ``None`` keeps
+            the spec saved in the checkpoint.
         resume: Continue from ``config.out/last.safetensors`` (weights, optimizer, scheduler, RNG
-            and counters) if it exists; otherwise start afresh.
+            and counters) if it exists; otherwise start afresh. The limits (``epochs``,
+            ``steps``, ``patience``) are the current config's, so a finished run can be extended.
+            Without ``resume``, a run overwrites the files of an earlier run in ``config.out``.
         progress: Show a progress bar with the live train and validation NLL.
 
     Returns:
@@ -621,10 +627,13 @@ def fit(
         last = load(out / "last.safetensors", flow=copy.deepcopy(flow))
         if (out / "best.safetensors").exists():
             best = load(out / "best.safetensors", flow=copy.deepcopy(flow))
-    if spec is not None:
+    if spec is None and last is not None:
+        spec = last.spec  # keep saving what the run was started with
+    elif spec is not None:
         spec = dict(spec)
         if config.standardize:
             spec["standardize"] = True
+    if spec is not None:
         _check_spec(flow, spec)
     flow.to(dtype)
 

@@ -101,7 +101,7 @@ class Density:
         return f"{type(self).__name__}(name={self.name!r}, features={self.features})"
 
     def log_prob(self, x: Tensor) -> Tensor:
-        """Exact ``log p(x)`` of ``x (*, D)``: shape ``(*)``, in ``x``'s dtype (computed in float64)."""
+        """Exact ``log p(x)`` of ``x (*, D)``: shape ``(*)``, in ``x``'s dtype (float64 inside)."""
         if not isinstance(x, Tensor):
             raise TypeError(f"{self.name}: log_prob takes a tensor, got {type(x).__name__}")
         if x.dim() == 0 or x.shape[-1] != self.features:
@@ -109,9 +109,8 @@ class Density:
                 f"{self.name}: log_prob expects shape (..., {self.features}), got {tuple(x.shape)}"
             )
         flat = x.detach().reshape(-1, self.features).to(torch.float64)
-        out = torch.cat([self._log_prob(part) for part in flat.split(_CHUNK)]) if len(flat) else (
-            flat.new_zeros(0)
-        )
+        parts = [self._log_prob(part) for part in flat.split(_CHUNK)]
+        out = torch.cat(parts) if parts else flat.new_zeros(0)
         dtype = x.dtype if x.is_floating_point() else torch.float64
         return out.reshape(x.shape[:-1]).to(dtype=dtype, device=x.device)
 

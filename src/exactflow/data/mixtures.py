@@ -70,9 +70,8 @@ class GaussianMixtureDensity(Density):
 
     def _log_prob(self, x: Tensor) -> Tensor:
         z = (x[:, None, :] - self.means) / self.scales  # (N, K, D)
-        per_component = -0.5 * (z.square().sum(-1) + self.features * _LOG_2PI) - self.scales.log().sum(
-            -1
-        )
+        log_norm = 0.5 * self.features * _LOG_2PI + self.scales.log().sum(-1)  # (K,)
+        per_component = -0.5 * z.square().sum(-1) - log_norm
         return torch.logsumexp(per_component + self.weights.log(), dim=-1)
 
     def _sample(self, n: int, generator: torch.Generator) -> Tensor:
@@ -141,7 +140,9 @@ def gaussian_mixture(
 
     """
     if dim < 1 or components < 1:
-        raise ValueError(f"gaussian_mixture: dim and components must be >= 1, got {dim}, {components}")
+        raise ValueError(
+            f"gaussian_mixture: dim and components must be >= 1, got {dim}, {components}"
+        )
     low, high = scales
     if not 0 < low <= high:
         raise ValueError(f"gaussian_mixture: scales must satisfy 0 < min <= max, got {scales}")

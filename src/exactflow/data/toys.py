@@ -72,7 +72,7 @@ class CheckerboardDensity(Density):
     def _log_prob(self, x: Tensor) -> Tensor:
         ij = torch.floor(x / self.cell + self.squares / 2)
         inside = ((ij >= 0) & (ij < self.squares)).all(-1) & (ij.sum(-1) % 2 == 0)
-        return torch.where(inside, -self._log_area, -math.inf).to(_F64)
+        return torch.full_like(x[:, 0], -self._log_area).masked_fill_(~inside, -math.inf)
 
     def _sample(self, n: int, generator: torch.Generator) -> Tensor:
         k = torch.randint(len(self._dark), (n,), generator=generator)
@@ -104,7 +104,11 @@ class RingsDensity(Density):
             raise ValueError(f"circles: need radii >= 0 and noise > 0, got {radii}, {noise}")
         super().__init__(2, "circles")
         self.radii = torch.tensor(radii, dtype=_F64)
-        w = torch.ones(len(radii), dtype=_F64) if weights is None else torch.tensor(weights, dtype=_F64)
+        w = (
+            torch.ones(len(radii), dtype=_F64)
+            if weights is None
+            else torch.tensor(weights, dtype=_F64)
+        )
         self.weights = w / w.sum()
         self.noise = float(noise)
 
@@ -184,8 +188,10 @@ class CurveMixtureDensity(Density):
         panel: float = 1.0,
         order: int = 8,
     ) -> None:
-        if noise <= 0:
-            raise ValueError(f"{name}: noise must be > 0, got {noise}")
+        if noise <= 0 or not curves:
+            raise ValueError(
+                f"{name}: need noise > 0 and at least one curve, got {noise}, {curves}"
+            )
         super().__init__(2, name)
         self.curves = tuple(curves)
         self.noise = float(noise)
@@ -241,7 +247,7 @@ def _uniform(lower: float, upper: float) -> tuple[Callable, Callable]:
 
 
 def checkerboard(squares: int = 4, cell: float = 1.0) -> CheckerboardDensity:
-    """Uniform on the dark squares of a ``squares × squares`` board (see :class:`CheckerboardDensity`).
+    """Uniform on the dark squares of a ``squares × squares`` board (:class:`CheckerboardDensity`).
 
     Example:
         >>> from exactflow.data import checkerboard

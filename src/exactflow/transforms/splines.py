@@ -30,6 +30,7 @@ from .elementwise import ElementwiseMap
 __all__ = ["RationalQuadraticSpline", "Spline"]
 
 _TAILS = ("linear", "identity")
+_LOG2 = math.log(2.0)
 
 
 class RationalQuadraticSpline(ElementwiseMap):
@@ -40,8 +41,13 @@ class RationalQuadraticSpline(ElementwiseMap):
     * ``[0, bins)``: width logits. Widths are ``2B · (m_w + (1 - bins · m_w) softmax(·))``,
       so every bin is at least ``2B · min_width`` wide and they add up to ``2B``.
     * ``[bins, 2 · bins)``: height logits, likewise with ``min_height``.
-    * ``[2 · bins, 3 · bins - 1)``: raw slopes at the ``bins - 1`` interior knots,
-      ``δ = min_derivative + softplus(·)``.
+    * ``[2 · bins, 3 · bins - 1)``: raw slopes ``a`` at the ``bins - 1`` interior knots,
+      ``δ = 1 + (1 - m_δ) (softplus(a) / log 2 - 1)``: decreasing to ``m_δ = min_derivative``
+      as ``a -> -∞``, growing like ``a / log 2`` as ``a -> ∞``, and exactly 1 at ``a = 0``.
+
+    All-zero raw parameters therefore give equal bins and unit slopes, which is exactly the
+    identity map (:meth:`identity`); a conditioner whose last layer starts at zero starts as
+    the identity too.
 
     The slopes at ``±B`` are fixed to 1, so with the identity outside the bounds the map is C1
     on the whole real line ("linear tails" of Durkan et al. 2019). ``tails="identity"`` names
@@ -106,14 +112,15 @@ class RationalQuadraticSpline(ElementwiseMap):
         self.min_height = min_height
         self.min_derivative = min_derivative
         self.params = 3 * bins - 1
-        # Raw slope that ``min_derivative + softplus`` maps to exactly 1.
-        self._unit_slope = math.log(math.expm1(1.0 - min_derivative))
+        # Interior knot i of widths (row 0) and heights (row 1) sits at offset_i + scale * cdf_i.
+        self._knot_affine = (
+            [[-bound + 2 * bound * m * i for i in range(1, bins)] for m in (min_width, min_height)],
+            [[2 * bound * (1 - bins * m)] for m in (min_width, min_height)],
+        )
 
     def identity(self) -> Tensor:
-        """Raw parameters ``(P,)`` of the identity: equal bins and unit slopes at every knot."""
-        return torch.cat(
-            [torch.zeros(2 * self.bins), torch.full((self.bins - 1,), self._unit_slope)]
-        )
+        """Raw parameters ``(P,)`` of the identity: all zero (equal bins, unit slopes)."""
+        return torch.zeros(self.params)
 
     def config(self) -> dict:
         return {
@@ -137,18 +144,25 @@ class RationalQuadraticSpline(ElementwiseMap):
                 f"(*, D, {self.params}), got {tuple(params.shape)}"
             )
         k, b = self.bins, self.bound
-        # Widths and heights share one softmax and one cumsum: (*, D, 2, K).
-        probs = torch.softmax(params[..., : 2 * k].unflatten(-1, (2, k)), dim=-1)
-        cum = torch.cumsum(probs[..., :-1], dim=-1)  # (*, D, 2, K - 1)
-        # Knot i sits at -B + 2B (i · m + (1 - K m) cum_i); the last one is B by construction.
-        steps = torch.arange(1, k, dtype=params.dtype, device=params.device)
-        mins = params.new_tensor([[self.min_width], [self.min_height]])  # (2, 1)
-        interior = torch.addcmul(-b + 2 * b * mins * steps, 2 * b * (1 - k * mins), cum)
+        # split (not slicing) makes the gradient one cat instead of zero-filled scatters, and
+        # contiguous pieces keep the elementwise kernels below vectorized.
+        logits, raw_slopes = (p.contiguous() for p in params.split([2 * k, k - 1], dim=-1))
+        # Widths and heights share one pass: (*, D, 2, K). The cumulative softmax is the
+        # cumsum of exp over its last entry (the total); torch.softmax is several times slower
+        # for rows this short on CPU. Subtracting the (detached) row max only guards exp
+        # against overflow: the softmax is shift invariant, so gradients are unchanged.
+        logits = logits.unflatten(-1, (2, k))
+        cum = torch.cumsum((logits - logits.detach().amax(-1, keepdim=True)).exp(), dim=-1)
+        # Knot i sits at -B + 2B (i m + (1 - K m) cum_i / cum_K); the last one is B exactly.
+        offsets, scales = (params.new_tensor(c) for c in self._knot_affine)  # (2, K-1), (2, 1)
+        interior = torch.addcmul(offsets, cum[..., :-1], scales / cum[..., -1:])
         lo = interior.new_tensor(-b).expand(*interior.shape[:-2], 1)
         hi = interior.new_tensor(b).expand(*interior.shape[:-2], 1)
         xk = torch.cat([lo, interior[..., 0, :], hi], dim=-1)  # (*, D, K + 1)
         yk = torch.cat([lo, interior[..., 1, :], hi], dim=-1)
-        slopes = self.min_derivative + F.softplus(params[..., 2 * k :])
+        # softplus(0) - log 2 is exactly 0 in every dtype, so a = 0 gives exactly δ = 1.
+        gain = (1 - self.min_derivative) / _LOG2
+        slopes = 1 + (F.softplus(raw_slopes) - _LOG2) * gain
         dk = F.pad(slopes, (1, 1), value=1.0)  # (*, D, K + 1)
         return xk, yk, dk
 

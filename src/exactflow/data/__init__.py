@@ -1,0 +1,83 @@
+"""Data for flows: synthetic densities, benchmark sets, tables, images, and their plumbing.
+
+* :func:`load` / :func:`list_datasets` — every data set by name; each :class:`Dataset`
+  holds ``train``/``val``/``test`` tensors and, for synthetic data, the exact ``log_density``
+  and ``entropy`` (:class:`Entropy` says whether it is exact, quadrature or Monte Carlo).
+* Synthetic densities: :func:`moons`, :func:`circles`, :func:`eight_gaussians`,
+  :func:`checkerboard`, :func:`spirals`, :func:`pinwheel`, :func:`gaussian_mixture`.
+* Files: :func:`read_table` / :func:`load_table` (CSV, NPY, Parquet, validated), the MAF
+  benchmarks (:func:`load_power`, :func:`load_gas`, :func:`load_hepmass`,
+  :func:`load_miniboone`, :func:`load_bsds300`), :func:`load_digits` (bundled),
+  :func:`load_mnist` / :func:`read_idx`.
+* :class:`Standardize` (with its log-Jacobian), :func:`dequantize`, :func:`bits_per_dim`,
+  :func:`loader` (minibatches of in-memory tensors).
+
+Example:
+    >>> from exactflow import data
+    >>> ds = data.load("8gaussians", n_train=500, n_val=100, n_test=100)
+    >>> ds.log_density(ds.test).shape
+    torch.Size([100])
+
+"""
+
+from .catalog import from_density, list_datasets, load
+from .dataset import Dataset, split_rows
+from .density import Density, Entropy, grid_entropy, monte_carlo_entropy
+from .images import FASHION_MNIST_DIR, bits_per_dim, dequantize, load_digits, load_mnist, read_idx
+from .loader import Batches, loader
+from .mixtures import GaussianMixtureDensity, eight_gaussians, gaussian_mixture
+from .standardize import Standardize
+from .tables import Table, load_table, read_table
+from .toys import (
+    CheckerboardDensity,
+    Curve,
+    CurveMixtureDensity,
+    RingsDensity,
+    checkerboard,
+    circles,
+    moons,
+    pinwheel,
+    spirals,
+)
+from .uci import load_bsds300, load_gas, load_hepmass, load_miniboone, load_power
+
+__all__ = [
+    "FASHION_MNIST_DIR",
+    "Batches",
+    "CheckerboardDensity",
+    "Curve",
+    "CurveMixtureDensity",
+    "Dataset",
+    "Density",
+    "Entropy",
+    "GaussianMixtureDensity",
+    "RingsDensity",
+    "Standardize",
+    "Table",
+    "bits_per_dim",
+    "checkerboard",
+    "circles",
+    "dequantize",
+    "eight_gaussians",
+    "from_density",
+    "gaussian_mixture",
+    "grid_entropy",
+    "list_datasets",
+    "load",
+    "load_bsds300",
+    "load_digits",
+    "load_gas",
+    "load_hepmass",
+    "load_miniboone",
+    "load_mnist",
+    "load_power",
+    "load_table",
+    "loader",
+    "monte_carlo_entropy",
+    "moons",
+    "pinwheel",
+    "read_idx",
+    "read_table",
+    "spirals",
+    "split_rows",
+]

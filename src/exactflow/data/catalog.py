@@ -1,0 +1,173 @@
+"""Data sets by name: :func:`load` and :func:`list_datasets`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .dataset import Dataset, stream_seed
+from .density import Density
+from .images import load_digits, load_mnist
+from .mixtures import eight_gaussians, gaussian_mixture
+from .tables import TABLE_SUFFIXES, load_table
+from .toys import checkerboard, circles, moons, pinwheel, spirals
+from .uci import load_bsds300, load_gas, load_hepmass, load_miniboone, load_power
+
+__all__ = ["from_density", "list_datasets", "load"]
+
+
+def from_density(
+    density: Density,
+    *,
+    n_train: int = 10_000,
+    n_val: int = 2_000,
+    n_test: int = 10_000,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    kind: str | None = None,
+    description: str = "",
+) -> Dataset:
+    """A :class:`Dataset` of samples from a known density, which it carries along.
+
+    Each split is drawn from its own random stream derived from ``seed``, so the test set does
+    not change when ``n_train`` does.
+
+    Args:
+        density: The generating density.
+        n_train: Training rows.
+        n_val: Validation rows.
+        n_test: Test rows.
+        seed: Seed of the samples.
+        dtype: Floating dtype of the splits.
+        kind: ``"toy2d"`` for 2-D densities and ``"tabular"`` otherwise, unless given.
+        description: One line about the data.
+
+    """
+    for label, n in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
+        if not isinstance(n, int) or n < 0:
+            raise ValueError(f"{density.name}: {label} must be a non-negative int, got {n!r}")
+    splits = [
+        density.sample(n, stream_seed(seed, k)).to(dtype)
+        for k, n in enumerate((n_train, n_val, n_test))
+    ]
+    kind = kind or ("toy2d" if density.features == 2 else "tabular")
+    return Dataset(density.name, kind, *splits, density=density, description=description)
+
+
+def _toy(factory: Callable[..., Density], description: str) -> Callable[..., Dataset]:
+    def load_toy(
+        *,
+        n_train: int = 10_000,
+        n_val: int = 2_000,
+        n_test: int = 10_000,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float32,
+        **options: object,
+    ) -> Dataset:
+        density = factory(**options)
+        return from_density(
+            density,
+            n_train=n_train,
+            n_val=n_val,
+            n_test=n_test,
+            seed=seed,
+            dtype=dtype,
+            description=description,
+        )
+
+    return load_toy
+
+
+def _gmm(dim: int = 16, components: int = 8, mixture_seed: int = 0, **options: object) -> Density:
+    return gaussian_mixture(dim=dim, components=components, seed=mixture_seed, **options)
+
+
+def _gmm2d(components: int = 8, mixture_seed: int = 0, **options: object) -> Density:
+    return gaussian_mixture(dim=2, components=components, seed=mixture_seed, **options)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    description: str
+    load: Callable[..., Dataset]
+    seeded: bool = True  # False: fixed splits, ``seed`` is not passed on
+
+
+def _entries() -> dict[str, _Entry]:
+    toys = {
+        "moons": (
+            moons,
+            "two interleaving half circles + Gaussian noise (exact density, quadrature)",
+        ),
+        "circles": (circles, "two concentric rings + Gaussian noise (closed-form Bessel density)"),
+        "8gaussians": (eight_gaussians, "eight Gaussians on a circle (closed-form density)"),
+        "checkerboard": (checkerboard, "uniform on the dark squares of a 4x4 board (closed form)"),
+        "spirals": (
+            spirals,
+            "two interleaved spirals + Gaussian noise (exact density, quadrature)",
+        ),
+        "pinwheel": (pinwheel, "five bending arms + Gaussian noise (exact density, quadrature)"),
+        "gmm2d": (_gmm2d, "seeded 8-component 2-D Gaussian mixture (closed-form density)"),
+        "gmm": (_gmm, "seeded Gaussian mixture, dim=16 by default (closed form, MC entropy)"),
+    }
+    entries = {name: _Entry(text, _toy(f, text)) for name, (f, text) in toys.items()}
+    entries["digits"] = _Entry(
+        "bundled 8x8 UCI digits: 64 features in [0,1), 17 levels, split 1257/270/270", load_digits
+    )
+    maf = {
+        "power": (load_power, "UCI household power, 6 features, MAF preprocessing (root=)"),
+        "gas": (load_gas, "UCI gas sensors, 8 features, MAF preprocessing (root=)"),
+        "hepmass": (load_hepmass, "UCI HEPMASS, 21 features, MAF preprocessing (root=)"),
+        "miniboone": (load_miniboone, "UCI MiniBooNE, 43 features, MAF preprocessing (root=)"),
+        "bsds300": (load_bsds300, "BSDS300 8x8 patches, 63 features, MAF layout (root=)"),
+    }
+    entries.update({name: _Entry(text, f, seeded=False) for name, (f, text) in maf.items()})
+    entries["mnist"] = _Entry("MNIST IDX files, 1x28x28 in [0,1), 256 levels (root=)", load_mnist)
+    entries["fashion-mnist"] = _Entry(
+        "Fashion-MNIST IDX files, 1x28x28 in [0,1) (root= or Debian dataset-fashion-mnist)",
+        lambda **options: load_mnist(fashion=True, **options),
+    )
+    return entries
+
+
+def list_datasets() -> list[tuple[str, str]]:
+    """``(name, one-line description)`` of every data set :func:`load` knows by name."""
+    return [(name, entry.description) for name, entry in _entries().items()]
+
+
+def load(name: str, *, seed: int = 0, **options: object) -> Dataset:
+    """Load a data set by name (see :func:`list_datasets`) or from a table file.
+
+    Options go to the data set's loader, e.g. ``n_train``/``n_val``/``n_test`` and the
+    density's parameters for the synthetic sets (``load("moons", n_train=5000, noise=0.05)``),
+    ``root`` for the benchmark files, ``dim``/``components`` for ``"gmm"``. A ``name`` that is
+    no registered name but a file path (``.csv``, ``.npy``, ``.parquet``, ...) is read by
+    :func:`~exactflow.data.load_table`, which takes ``columns``, ``header``, ``split``, ...
+
+    Args:
+        name: Registered name (case-insensitive, ``_`` and ``-`` alike) or a file path.
+        seed: Seed of the samples / split / dequantization noise. The MAF benchmarks have
+            fixed splits and ignore it.
+        **options: Loader options.
+
+    Example:
+        >>> from exactflow.data import load
+        >>> ds = load("moons", n_train=1000, n_val=100, n_test=100, seed=1)
+        >>> ds.train.shape, ds.kind
+        (torch.Size([1000, 2]), 'toy2d')
+
+    """
+    key = name.strip().lower().replace("_", "-")
+    entries = _entries()
+    if key in entries:
+        entry = entries[key]
+        return entry.load(seed=seed, **options) if entry.seeded else entry.load(**options)
+    if name.endswith(TABLE_SUFFIXES) or Path(name).is_file():
+        return load_table(name, seed=seed, **options)
+    raise ValueError(
+        f"unknown data set {name!r}: expected one of {sorted(entries)} or the path of a table"
+        f" file ({', '.join(TABLE_SUFFIXES)})"
+    )

@@ -1,0 +1,240 @@
+"""Quantized images: the bundled 8×8 digits, MNIST-format IDX files, dequantization, bits/dim.
+
+A flow is a density on continuous data, so integer pixels ``k ∈ {0, …, L-1}`` are
+*dequantized*: ``x = (k + u)/L`` with ``u ~ U[0, 1)``, which lies in ``[0, 1)``. A density
+``q`` on ``[0, 1)^D`` then bounds the discrete model's log-likelihood of the integers,
+``log P(k) >= E_u[log q(x)] - D log L`` (Theis et al. 2016), which is reported in bits per
+dimension on the original 0..L-1 scale by :func:`bits_per_dim`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.resources
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .dataset import Dataset, stream_seed
+
+__all__ = [
+    "FASHION_MNIST_DIR",
+    "bits_per_dim",
+    "dequantize",
+    "load_digits",
+    "load_mnist",
+    "read_idx",
+]
+
+#: Where Debian's ``dataset-fashion-mnist`` package installs the four IDX files.
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+_IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def bits_per_dim(nll: float | Tensor, dims: int, levels: int = 256) -> float | Tensor:
+    """Bits per dimension on the ``0..levels-1`` scale from an NLL of data scaled to ``[0, 1)``.
+
+    ``bpd = (nll + D·log L) / (D·log 2)``, where ``nll`` is the negative log-likelihood in nats
+    of one example (``D`` values) dequantized to ``[0, 1)`` by dividing by ``L = levels``: the
+    ``D·log L`` term converts the density back to the original integer scale.
+
+    Args:
+        nll: Mean negative log-likelihood per example, in nats (float or tensor).
+        dims: Number of values ``D`` per example (e.g. 784 for MNIST).
+        levels: Number of quantization levels ``L`` (256 for 8-bit images).
+
+    Example:
+        >>> from exactflow.data import bits_per_dim
+        >>> round(bits_per_dim(0.0, dims=784), 6)  # the uniform density on [0, 1)^784
+        8.0
+
+    """
+    if dims < 1 or levels < 2:
+        raise ValueError(f"bits_per_dim: need dims >= 1 and levels >= 2, got {dims}, {levels}")
+    return (nll + dims * math.log(levels)) / (dims * math.log(2))
+
+
+def dequantize(
+    pixels: Tensor,
+    levels: int,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """Uniform dequantization ``x = (k + u) / L``, ``u ~ U[0, 1)``, of integers ``k`` in ``0..L-1``.
+
+    The result lies in ``[0, 1)``: values that would round up to 1 in ``dtype`` are clamped to
+    the largest number below 1, so that a logit never sees exactly 1.
+
+    Args:
+        pixels: Integer-valued tensor of any shape.
+        levels: Number of levels ``L``.
+        generator: Source of the uniform noise.
+        dtype: Floating dtype of the result.
+
+    """
+    if pixels.numel() and (
+        pixels.min() < 0
+        or pixels.max() > levels - 1
+        or (pixels.is_floating_point() and (pixels != pixels.round()).any())
+    ):
+        raise ValueError(f"dequantize: values must be integers in 0..{levels - 1}")
+    # float32 keeps k + u to 2^-16 for k < 256 and halves the memory of float64 on large sets.
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    u = torch.rand(pixels.shape, generator=generator, dtype=work)
+    x = ((pixels.to(work) + u) / levels).to(dtype)
+    below_one = torch.nextafter(torch.ones((), dtype=dtype), torch.zeros((), dtype=dtype))
+    return x.clamp_(max=float(below_one))
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (the MNIST format), optionally gzipped, into a numpy array.
+
+    The format: two zero bytes, a type code (``0x08`` unsigned byte, …, ``0x0E`` float64), the
+    number of dimensions, each dimension as a big-endian 32-bit integer, then the values in
+    row-major order.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        raw = handle.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
+        raise ValueError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()!r})")
+    ndim = raw[3]
+    start = 4 + 4 * ndim
+    if len(raw) < start:
+        raise ValueError(f"{path}: truncated IDX header ({len(raw)} bytes)")
+    shape = tuple(int(d) for d in np.frombuffer(raw[4:start], dtype=">u4"))
+    dtype = np.dtype(_IDX_TYPES[raw[2]])
+    expected = math.prod(shape) * dtype.itemsize
+    if len(raw) - start != expected:
+        raise ValueError(
+            f"{path}: the header announces shape {shape} ({expected} bytes of data), but the file"
+            f" holds {len(raw) - start} bytes after the header"
+        )
+    return (
+        np.frombuffer(raw, dtype=dtype, offset=start).reshape(shape).astype(dtype.newbyteorder("="))
+    )
+
+
+def _find_idx(root: Path, stem: str) -> Path:
+    names = [f"{stem}-idx3-ubyte", f"{stem}.idx3-ubyte"]
+    for name in [n + suffix for n in names for suffix in ("", ".gz")]:
+        if (root / name).is_file():
+            return root / name
+    raise ValueError(f"{root}: no {names[0]}(.gz) or {names[1]}(.gz)")
+
+
+def _images(path: Path) -> np.ndarray:
+    images = read_idx(path)
+    if images.dtype != np.uint8 or images.ndim != 3:
+        raise ValueError(
+            f"{path}: expected unsigned-byte images (N, H, W), got {images.dtype} {images.shape}"
+        )
+    return images
+
+
+def load_mnist(
+    root: str | os.PathLike | None = None,
+    *,
+    fashion: bool = False,
+    n_val: int = 10_000,
+    seed: int = 0,
+    flatten: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> Dataset:
+    """MNIST or Fashion-MNIST from the four IDX files, dequantized to ``[0, 1)``.
+
+    Reads ``train-images-idx3-ubyte`` and ``t10k-images-idx3-ubyte`` (``.gz`` or not; the
+    ``.idx3-ubyte`` spelling too) from ``root``. The last ``n_val`` training images are the
+    validation split (50 000 / 10 000 / 10 000 by default); the test file is the test split.
+    Pixels are dequantized ``(k + u)/256`` with noise seeded by ``seed``.
+
+    Args:
+        root: The directory. Default for Fashion-MNIST: ``/usr/share/datasets/fashion-mnist``,
+            where Debian's ``dataset-fashion-mnist`` package installs it; MNIST has no default.
+        fashion: Fashion-MNIST (only changes the name and the default directory).
+        n_val: Size of the validation split.
+        seed: Seed of the dequantization noise.
+        flatten: Return ``(N, 784)`` rows (kind ``"tabular"``) instead of ``(N, 1, 28, 28)``.
+        dtype: Floating dtype of the splits.
+
+    """
+    name = "fashion-mnist" if fashion else "mnist"
+    if root is None:
+        if not fashion:
+            raise ValueError("mnist: give root=, the directory holding the MNIST IDX files")
+        root = FASHION_MNIST_DIR
+    root = Path(root)
+    if not root.is_dir():
+        hint = " (install Debian's dataset-fashion-mnist package)" if fashion else ""
+        raise ValueError(f"{name}: no directory {root}{hint}")
+    train = _images(_find_idx(root, "train-images"))
+    test = _images(_find_idx(root, "t10k-images"))
+    if train.shape[1:] != test.shape[1:]:
+        raise ValueError(f"{name}: train images {train.shape[1:]} and test {test.shape[1:]} differ")
+    if not 0 <= n_val < len(train):
+        raise ValueError(f"{name}: n_val must be in [0, {len(train)}), got {n_val}")
+    parts = (train[: len(train) - n_val], train[len(train) - n_val :], test)
+    splits = []
+    for k, part in enumerate(parts):
+        g = torch.Generator().manual_seed(stream_seed(seed, k))
+        x = dequantize(torch.from_numpy(part.copy())[:, None], 256, g, dtype)
+        splits.append(x.flatten(1) if flatten else x)
+    return Dataset(
+        name,
+        "tabular" if flatten else "image",
+        *splits,
+        levels=256,
+        description=f"{name} from {root}, dequantized (k + u)/256",
+    )
+
+
+def load_digits(
+    seed: int = 0,
+    *,
+    image: bool = False,
+    dequantize_pixels: bool = True,
+    dtype: torch.dtype = torch.float32,
+) -> Dataset:
+    """The bundled 8×8 handwritten digits (UCI, via scikit-learn), dequantized to ``[0, 1)``.
+
+    1797 images with pixels in 0..16 (17 levels), dequantized ``(k + u)/17``; a seeded
+    permutation splits them 1257 / 270 / 270 (70 / 15 / 15 %). See ``DIGITS_NOTICE.txt`` for
+    the origin and license of the data.
+
+    Args:
+        seed: Seed of the split and of the dequantization noise.
+        image: Return ``(N, 1, 8, 8)`` images (kind ``"image"``) instead of ``(N, 64)`` rows.
+        dequantize_pixels: Add the uniform noise (False: ``k / 17`` exactly, for pictures).
+        dtype: Floating dtype of the splits.
+
+    """
+    resource = importlib.resources.files("exactflow.data").joinpath("digits.csv.gz")
+    with resource.open("rb") as raw, gzip.open(raw, "rt") as handle:
+        table = np.loadtxt(handle, delimiter=",", dtype=np.int64, ndmin=2)
+    if table.shape != (1797, 65) or table[:, :64].min() < 0 or table[:, :64].max() > 16:
+        raise ValueError(f"the bundled digits file is damaged: shape {table.shape}")
+    pixels = torch.from_numpy(table[:, :64])
+    order = torch.randperm(len(pixels), generator=torch.Generator().manual_seed(seed))
+    parts = (order[:1257], order[1257:1527], order[1527:])
+    splits = []
+    for k, rows in enumerate(parts):
+        g = torch.Generator().manual_seed(stream_seed(seed, k))
+        x = (
+            dequantize(pixels[rows], 17, g, dtype)
+            if dequantize_pixels
+            else (pixels[rows] / 17).to(dtype)
+        )
+        splits.append(x.reshape(-1, 1, 8, 8) if image else x)
+    return Dataset(
+        "digits",
+        "image" if image else "tabular",
+        *splits,
+        levels=17,
+        description="8x8 UCI digits, pixels 0..16 dequantized (k + u)/17, split 1257/270/270",
+    )

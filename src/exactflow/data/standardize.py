@@ -1,0 +1,103 @@
+"""Per-feature standardization fitted on the training split, with its log-Jacobian.
+
+``z = (x - μ) / σ`` elementwise, with ``μ`` and ``σ`` the mean and (population) standard
+deviation of each feature over the *training* split only. Its log-Jacobian is the constant
+
+    log|det ∂z/∂x| = -Σ_i log σ_i
+
+so a flow ``q`` fitted to standardized data is the density ``log p(x) = log q(z) - Σ_i log σ_i``
+of the data in its own units. Prepending the standardization to a flow as a fixed affine step
+does exactly that, so every reported NLL stays in the data's units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .dataset import Dataset
+
+__all__ = ["Standardize"]
+
+
+@dataclass(frozen=True)
+class Standardize:
+    """A fitted standardization ``z = (x - mean) / std``.
+
+    Attributes:
+        mean: Per-feature means, shape of one example (``(D,)`` or ``(C, H, W)``).
+        std: Per-feature standard deviations, same shape, all positive.
+
+    Example:
+        >>> import torch
+        >>> from exactflow.data import Standardize
+        >>> s = Standardize.fit(torch.tensor([[0.0, 10.0], [2.0, 30.0]]))
+        >>> s(torch.tensor([[1.0, 20.0]]))
+        tensor([[0., 0.]])
+        >>> round(s.log_det, 4)  # -(log 1 + log 10)
+        -2.3026
+
+    """
+
+    mean: Tensor
+    std: Tensor
+
+    @classmethod
+    def fit(cls, train: Tensor | Dataset) -> Standardize:
+        """Fit on the training rows ``(N, *event)`` (or a :class:`Dataset`'s ``train`` split).
+
+        Raises:
+            ValueError: Fewer than 2 rows, non-finite values, or a constant feature (``σ = 0``),
+                naming the feature (counted from 1, in row-major order for images).
+
+        """
+        if isinstance(train, Dataset):
+            train = train.train
+        if not isinstance(train, Tensor) or not train.is_floating_point() or train.dim() < 2:
+            raise TypeError(
+                "Standardize.fit takes a floating tensor (N, *event) or a Dataset, got"
+                f" {type(train).__name__} {tuple(getattr(train, 'shape', ()))}"
+            )
+        if len(train) < 2:
+            raise ValueError(f"Standardize.fit needs at least 2 training rows, got {len(train)}")
+        flat = train.detach().reshape(len(train), -1).to(torch.float64)
+        if not torch.isfinite(flat).all():
+            row, col = (~torch.isfinite(flat)).nonzero()[0].tolist()
+            raise ValueError(
+                f"Standardize.fit: non-finite value at training row {row + 1}, feature {col + 1}"
+                " (counted from 1)"
+            )
+        mean, std = flat.mean(0), flat.std(0, correction=0)
+        if (std == 0).any():
+            col = int((std == 0).nonzero()[0])
+            raise ValueError(
+                f"Standardize.fit: feature {col + 1} (counted from 1) is constant on the training"
+                f" split (value {float(mean[col])}); drop it, or dequantize/jitter it first"
+            )
+        shape = train.shape[1:]
+        return cls(mean.reshape(shape).to(train.dtype), std.reshape(shape).to(train.dtype))
+
+    @property
+    def event_ndim(self) -> int:
+        """Number of trailing dimensions of one example."""
+        return self.mean.dim()
+
+    @property
+    def log_det(self) -> float:
+        """The constant ``log|det ∂z/∂x| = -Σ_i log σ_i`` (data -> standardized)."""
+        return -float(self.std.to(torch.float64).log().sum())
+
+    def ladj(self, x: Tensor) -> Tensor:
+        """Per-row ``log|det ∂z/∂x|`` of ``x (*, *event)``: shape ``(*)``, all :attr:`log_det`."""
+        batch = x.shape[: x.dim() - self.event_ndim]
+        return torch.full(batch, self.log_det, dtype=x.dtype, device=x.device)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """``z = (x - mean) / std``."""
+        return (x - self.mean.to(x)) / self.std.to(x)
+
+    def inverse(self, z: Tensor) -> Tensor:
+        """``x = z · std + mean``."""
+        return z * self.std.to(z) + self.mean.to(z)
