@@ -9,8 +9,8 @@ Example:
 
 """
 
-from . import distributions, flows, nn, transforms
+from . import data, distributions, flows, nn, transforms
 from .distributions import Flow
 
-__all__ = ["Flow", "distributions", "flows", "nn", "transforms"]
+__all__ = ["Flow", "data", "distributions", "flows", "nn", "transforms"]
 __version__ = "0.1.0"

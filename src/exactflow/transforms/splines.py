@@ -34,7 +34,7 @@ _LOG2 = math.log(2.0)
 
 
 class RationalQuadraticSpline(ElementwiseMap):
-    r"""Monotonic rational-quadratic spline on ``[-bound, bound]``, identity outside.
+    """Monotonic rational-quadratic spline on ``[-bound, bound]``, identity outside.
 
     Raw parameters per coordinate, ``params[..., d, :]`` of length ``P = 3 · bins - 1``:
 
@@ -42,8 +42,9 @@ class RationalQuadraticSpline(ElementwiseMap):
       so every bin is at least ``2B · min_width`` wide and they add up to ``2B``.
     * ``[bins, 2 · bins)``: height logits, likewise with ``min_height``.
     * ``[2 · bins, 3 · bins - 1)``: raw slopes ``a`` at the ``bins - 1`` interior knots,
-      ``δ = 1 + (1 - m_δ) (softplus(a) / log 2 - 1)``: decreasing to ``m_δ = min_derivative``
-      as ``a -> -∞``, growing like ``a / log 2`` as ``a -> ∞``, and exactly 1 at ``a = 0``.
+      ``δ = m_δ + (1 - m_δ) softplus(a) / log 2`` with ``m_δ = min_derivative``: tending to
+      ``m_δ`` as ``a -> -∞``, growing like ``a / log 2`` as ``a -> ∞``, and exactly 1 at
+      ``a = 0`` (computed as ``1 + (1 - m_δ) (softplus(a) - log 2) / log 2``).
 
     All-zero raw parameters therefore give equal bins and unit slopes, which is exactly the
     identity map (:meth:`identity`); a conditioner whose last layer starts at zero starts as
@@ -56,7 +57,9 @@ class RationalQuadraticSpline(ElementwiseMap):
 
     Inputs anywhere on the real line (``±1e30`` included) give finite values and finite
     gradients with respect to both inputs and parameters: the spline is evaluated on inputs
-    clamped into the bounds and its result is selected with ``torch.where``.
+    clamped into the bounds and its result is selected with ``torch.where``. Every quantity
+    inside a bin is computed from sums of non-negative terms, measured from the nearer knot,
+    so outputs stay inside their bin and the inverse has no cancellation even at the knots.
 
     Args:
         bins: Number of bins ``K``.
@@ -64,7 +67,7 @@ class RationalQuadraticSpline(ElementwiseMap):
         tails: ``"linear"`` or ``"identity"`` (the same map, see above).
         min_width: Smallest bin width, as a fraction of ``2B``; ``bins · min_width < 1``.
         min_height: Smallest bin height, as a fraction of ``2B``; ``bins · min_height < 1``.
-        min_derivative: Smallest interior slope, ``> 0``.
+        min_derivative: Smallest interior slope, in ``(0, 1)``.
 
     Shapes: ``x (*, D)``, ``params (*, D, P)`` (broadcasting against each other, e.g.
     ``params (D, P)`` for a batch ``x (N, D)``) ``-> y (*, D)``, ``log|dy/dx| (*, D)``.
@@ -89,7 +92,7 @@ class RationalQuadraticSpline(ElementwiseMap):
     ) -> None:
         if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
             raise ValueError(f"RationalQuadraticSpline: bins must be an int >= 1, got {bins!r}")
-        if not bound > 0 or not math.isfinite(bound):
+        if not isinstance(bound, int | float) or not 0 < bound < math.inf:
             raise ValueError(f"RationalQuadraticSpline: bound must be positive, got {bound}")
         if tails not in _TAILS:
             raise ValueError(
