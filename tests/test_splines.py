@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from exactflow.transforms import RationalQuadraticSpline, Spline
 
-SETTINGS = settings(max_examples=60, deadline=None)
+SETTINGS = settings(max_examples=50, deadline=None)
 FAR = (1e30, 1e6, 1e4)
 SIGNED_FAR = tuple(v * sign for v in FAR for sign in (1, -1))
 

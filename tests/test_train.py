@@ -63,7 +63,7 @@ def without_time(history: list[dict]) -> list[dict]:
 
 def nll(flow: ef.Flow, x: Tensor) -> float:
     with torch.no_grad():
-        return -flow.log_prob(x.to(flow.base._anchor.dtype)).double().mean().item()
+        return -flow.log_prob(x.to(next(flow.parameters()).dtype)).double().mean().item()
 
 
 # ---------------------------------------------------------------------------- training
@@ -76,8 +76,9 @@ def test_loss_decreases_on_a_gaussian() -> None:
     result = fit(flow, x[:500], x[500:], config(epochs=15), progress=False)
     val = [row["val_nll"] for row in result.history]
     assert val[-1] < val[0] < before
-    # a diagonal Gaussian fit of this data has NLL ~ 3.03 nats; any flow must get close
-    assert result.best_val_nll < 3.3
+    # The data's entropy is log(2πe) ≈ 2.84 nats (covariance of determinant 1); the best
+    # elementwise (diagonal) model reaches 2.84 + log(2 · 1.3) ≈ 3.79.
+    assert result.best_val_nll < (3.0 if "MAF" in ef.flows.__all__ else 3.9)
     assert result.best_val_nll == pytest.approx(nll(result.flow, x[500:]), abs=1e-5)
     assert not result.flow.training
 
@@ -269,7 +270,7 @@ def test_too_many_nonfinite_losses_stop_and_keep_the_checkpoint(tmp_path: Path) 
     last = load(tmp_path / "last.safetensors", flow=poisoned(Poison()))
     assert last.state["step"] == 10
     for k, v in last.flow.state_dict().items():
-        assert torch.equal(v, flow.state_dict()[k]) or k.endswith("_anchor")
+        assert torch.equal(v, flow.state_dict()[k])
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".tmp") == []
 
 
@@ -294,7 +295,7 @@ def interrupt_at(flow: ef.Flow, call: int) -> torch.utils.hooks.RemovableHandle:
 
 
 @pytest.mark.parametrize("at", [5, 8, 13])
-def test_resume_continues_the_same_history(tmp_path: Path, preset: dict, at: int) -> None:
+def test_resume_continues_the_same_history(tmp_path: Path, at: int) -> None:
     x = gaussian(300)
     train, val = x[:256], x[256:]
     c = config(epochs=5, checkpoint_every=3, out=str(tmp_path / "a"), schedule="cosine")
