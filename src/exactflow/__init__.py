@@ -9,8 +9,17 @@ Example:
 
 """
 
-from . import data, distributions, flows, nn, transforms
+from . import checkpoint, data, distributions, flows, nn, train, transforms
 from .distributions import Flow
 
-__all__ = ["Flow", "data", "distributions", "flows", "nn", "transforms"]
+__all__ = [
+    "Flow",
+    "checkpoint",
+    "data",
+    "distributions",
+    "flows",
+    "nn",
+    "train",
+    "transforms",
+]
 __version__ = "0.1.0"
