@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> None:
 
     header = [
         f"Command: `{command.strip()}` — {datetime.date.today().isoformat()},"
-        f" torch {torch.__version__}, {torch.get_num_threads()} threads,"
+        f" torch {torch.__version__}, torch threads {torch.get_num_threads()},"
         f" {platform.machine()}; total {total / 60:.1f} min (timings indicative: shared CPU).",
         "",
         f"Every preset: {TRANSFORMS} transforms, hidden {HIDDEN}, NSF with 8 bins on [-5, 5];"
