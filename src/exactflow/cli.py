@@ -18,11 +18,11 @@ import argparse
 import json
 import math
 import os
+import secrets
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -45,16 +45,23 @@ class CommandError(Exception):
 # ---------------------------------------------------------------------------- files
 def _write_atomic(path: Path, write: Any, binary: bool = False) -> None:
     """Write ``path`` through a temporary file in the same folder, fsync, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Mode 0o666 lets the umask decide the permissions, as for any file the user writes.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as e:
+        raise CommandError(f"{path}: cannot write ({e.strerror or e})") from None
     try:
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):  # a full disk, say: name the file, not the temporary one
+            raise CommandError(f"{path}: cannot write ({e.strerror or e})") from None
         raise
 
 
@@ -69,16 +76,35 @@ def _read_run(run: Path) -> dict:
     if not path.is_file():
         raise CommandError(f"{path}: missing; {run} is not a folder written by 'exactflow fit'")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CommandError(f"{path}: not valid JSON ({e})") from None
+    if not (
+        isinstance(record, dict)
+        and isinstance(record.get("data"), dict)
+        and {"name", "options", "seed"} <= set(record["data"])
+        and isinstance(record.get("flow"), dict)
+        and isinstance(record.get("train"), dict)
+    ):
+        raise CommandError(
+            f"{path}: not a run record (expected an object with 'data' (name, options, seed),"
+            " 'flow' and 'train')"
+        )
+    return record
 
 
-def _load_model(run: Path, which: str = "best") -> Flow:
+def _load_model(run: Path, which: str = "best", ds: data.Dataset | None = None) -> Flow:
+    """The flow of ``run/<which>.safetensors``; with ``ds``, check that it has the same width."""
     path = run / f"{which}.safetensors"
     if not path.exists():
         raise CommandError(f"{path}: missing; the run has no {which} checkpoint yet")
-    return checkpoint.load(path).flow
+    flow = checkpoint.load(path).flow
+    if ds is not None and ds.features != flow.features:
+        raise CommandError(
+            f"{path} models {flow.features}-D points but the data {ds.name} has"
+            f" {ds.features} columns"
+        )
+    return flow
 
 
 # ---------------------------------------------------------------------------- data
@@ -99,7 +125,13 @@ def _load_data(name: str, seed: int, options: dict[str, Any]) -> tuple[data.Data
     """Load a data set as rows ``(N, D)``; images are flattened and their shape returned."""
     if name.lower() == "digits":
         options = {**options, "image": True}
-    ds = data.load(name, seed=seed, **options)
+    try:
+        ds = data.load(name, seed=seed, **options)
+    except TypeError as e:
+        given = ", ".join(f"--{k.replace('_', '-')}" for k in options if k != "image")
+        raise CommandError(
+            f"--data {name} does not take the options given ({given}): {e}"
+        ) from None
     if ds.kind != "image":
         return ds, None
     image_shape = list(ds.train.shape[1:])
@@ -130,7 +162,9 @@ def _dataset_for(record: dict, override: str | None = None) -> tuple[data.Datase
 # ---------------------------------------------------------------------------- evaluation
 def evaluate(flow: Flow, ds: data.Dataset, split: str = "test") -> dict[str, float]:
     """Mean NLL (nats per point) with its standard error, plus bits/dim and KL gap if known."""
-    x = getattr(ds, split).to(next(iter(flow.state_dict().values())).dtype)
+    # The first floating-point tensor: integer buffers (permutation indices) come first in some.
+    dtype = next(t.dtype for t in (*flow.parameters(), *flow.buffers()) if t.is_floating_point())
+    x = getattr(ds, split).to(dtype)
     flow.eval()
     with torch.no_grad():
         nll = -torch.cat([flow.log_prob(chunk) for chunk in x.split(4096)]).double()
@@ -233,7 +267,10 @@ def cmd_fit(args: argparse.Namespace) -> None:
         record = _read_run(run)
         ds, image_shape = _dataset_for(record)
         spec = record["flow"]
-        config = TrainConfig.from_dict({**record["train"], **_train_overrides(args)})
+        # The folder may have moved since the run started: it is where the run lives now.
+        config = TrainConfig.from_dict(
+            {**record["train"], **_train_overrides(args), "out": str(run)}
+        )
     else:
         ds, image_shape = _load_data(args.data, args.seed, options)
         spec = {"preset": preset, "kwargs": _flow_kwargs(args, ds.features)}
@@ -302,28 +339,29 @@ def cmd_eval(args: argparse.Namespace) -> None:
     run = Path(args.run)
     record = _read_run(run)
     ds, _ = _dataset_for(record, args.data)
-    flow = _load_model(run, args.checkpoint)
+    flow = _load_model(run, args.checkpoint, ds)
     report = evaluate(flow, ds, args.split)
-    _write_json(run / EVAL_FILE, report) if args.data is None else None
+    if args.data is None and args.split == "test":  # eval.json holds the run's test numbers
+        _write_json(run / EVAL_FILE, report)
     print(_format_eval(ds.name, report))
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
     run = Path(args.run)
     record = _read_run(run)
-    flow = _load_model(run, args.checkpoint)
     if args.n < 1:
         raise CommandError(f"-n must be a positive number of samples, got {args.n}")
     out = Path(args.output)
     suffix = out.suffix.lower()
     if suffix not in (".npy", ".csv", ".png"):
         raise CommandError(f"{out}: the output must end in .npy, .csv or .png, got {suffix!r}")
+    shape = record.get("image_shape")
+    if suffix == ".png" and shape is None:
+        raise CommandError(f"{out}: a PNG grid needs an image data set; use .npy or .csv")
+    flow = _load_model(run, args.checkpoint)
     torch.manual_seed(args.seed)
     samples = flow.sample((args.n,)).double()
     if suffix == ".png":
-        shape = record.get("image_shape")
-        if shape is None:
-            raise CommandError(f"{out}: a PNG grid needs an image data set; use .npy or .csv")
         plot.image_grid(out, samples.reshape(-1, *shape), title=f"{args.n} samples")
     elif suffix == ".npy":
         _write_atomic(out, lambda f: np.save(f, samples.numpy()), binary=True)
@@ -336,7 +374,7 @@ def cmd_plot(args: argparse.Namespace) -> None:
     run = Path(args.run)
     record = _read_run(run)
     ds, image_shape = _dataset_for(record)
-    flow = _load_model(run, args.checkpoint)
+    flow = _load_model(run, args.checkpoint, ds)
     for path in _draw(run, flow, ds, image_shape, record["data"]["seed"]):
         print(f"wrote {path}")
 
@@ -362,10 +400,15 @@ def _hidden(text: str) -> list[int]:
     return widths
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (no usage block), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="exactflow", description="Normalizing flows with exact densities."
-    )
+    parser = _Parser(prog="exactflow", description="Normalizing flows with exact densities.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("fit", help="fit a flow by maximum likelihood")
@@ -442,15 +485,20 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, or a bad option (already reported in one line)
+        return e.code if isinstance(e.code, int) else 2
     if args.command == "fit":
         args.epochs_given = args.epochs is not None
         if args.epochs is None and args.steps is None:
             args.epochs = 100
     try:
         COMMANDS[args.command](args)
-    except (CommandError, ValueError, TypeError, FileNotFoundError, NonFiniteLossError) as e:
-        print(f"exactflow {args.command}: error: {e}", file=sys.stderr)
+    except (CommandError, ValueError, TypeError, OSError, NonFiniteLossError) as e:
+        message = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename else e
+        one_line = " ".join(str(message).split())  # messages of other libraries may wrap
+        print(f"exactflow {args.command}: error: {one_line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"exactflow {args.command}: interrupted", file=sys.stderr)
