@@ -317,12 +317,16 @@ def _train_options(args: argparse.Namespace) -> dict[str, Any]:
         "steps": args.steps,
         "batch_size": args.batch_size,
         "clip_grad": args.clip_grad if args.clip_grad > 0 else None,
-        "patience": args.patience if args.patience > 0 else None,
+        "patience": _patience(args.patience if args.patience is not None else 20),
         "seed": args.seed,
         "dtype": args.dtype,
         "checkpoint_every": args.checkpoint_every,
         "standardize": not args.no_standardize,
     }
+
+
+def _patience(value: int) -> int | None:
+    return value if value > 0 else None
 
 
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -332,6 +336,8 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides["epochs"] = args.epochs
     if args.steps is not None:
         overrides["steps"] = args.steps
+    if args.patience is not None:
+        overrides["patience"] = _patience(args.patience)
     return overrides
 
 
@@ -342,7 +348,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
     flow = _load_model(run, args.checkpoint, ds)
     report = evaluate(flow, ds, args.split)
     if args.data is None and args.split == "test":  # eval.json holds the run's test numbers
-        _write_json(run / EVAL_FILE, report)
+        previous = run / EVAL_FILE
+        try:  # keep what fit recorded there (best validation NLL and epoch)
+            kept = json.loads(previous.read_text()) if previous.is_file() else {}
+        except json.JSONDecodeError:
+            kept = {}
+        _write_json(previous, {**(kept if isinstance(kept, dict) else {}), **report})
     print(_format_eval(ds.name, report))
 
 
@@ -432,7 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--weight-decay", type=float, default=0.0)
     g.add_argument("--schedule", choices=("cosine", "plateau", "none"), default="cosine")
     g.add_argument("--clip-grad", type=float, default=5.0, help="0 disables clipping")
-    g.add_argument("--patience", type=int, default=20, help="0 disables early stopping")
+    g.add_argument(
+        "--patience", type=int, default=None, help="epochs without improvement (default 20; 0: off)"
+    )
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     g.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints")
