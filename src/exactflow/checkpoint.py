@@ -52,8 +52,7 @@ import hashlib
 import json
 import math
 import os
-import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +62,7 @@ import torch
 from torch import Tensor
 
 from . import flows as presets
+from .atomic import temporaries, write_atomic
 from .distributions import Flow
 from .transforms import Affine, Compose
 
@@ -265,21 +265,6 @@ def _digest(config_text: str, tensors: Mapping[str, Tensor]) -> str:
 # ---------------------------------------------------------------------------- writing
 
 
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (POSIX; a no-op on Windows)."""
-    if os.name == "nt":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _temporaries(path: Path) -> Iterator[Path]:
-    return path.parent.glob(f".{path.name}.*.tmp")
-
-
 def save(
     path: str | os.PathLike,
     flow: Flow,
@@ -325,24 +310,11 @@ def save(
     config_text = json.dumps(config, allow_nan=False, sort_keys=True)
     metadata = {_CONFIG_KEY: config_text, _DIGEST_KEY: _digest(config_text, tensors)}
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in _temporaries(path):
-        stale.unlink(missing_ok=True)
+    if path.parent.is_dir():
+        for stale in temporaries(path):
+            stale.unlink(missing_ok=True)
     data = safetensors.torch.save(tensors, metadata=metadata)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    # Mode 0o666 lets the umask decide the permissions, as for any file the user writes.
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    fd = os.open(tmp, flags, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
+    write_atomic(path, lambda f: f.write(data))
     return path
 
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +26,7 @@ import numpy as np
 import torch
 
 from . import checkpoint, data, flows, plot
+from .atomic import write_atomic
 from .distributions import Flow
 from .train import NonFiniteLossError, TrainConfig, fit
 
@@ -43,30 +42,8 @@ class CommandError(Exception):
 
 
 # ---------------------------------------------------------------------------- files
-def _write_atomic(path: Path, write: Any, binary: bool = False) -> None:
-    """Write ``path`` through a temporary file in the same folder, fsync, then rename."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Mode 0o666 lets the umask decide the permissions, as for any file the user writes.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    except OSError as e:
-        raise CommandError(f"{path}: cannot write ({e.strerror or e})") from None
-    try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):  # a full disk, say: name the file, not the temporary one
-            raise CommandError(f"{path}: cannot write ({e.strerror or e})") from None
-        raise
-
-
 def _write_json(path: Path, value: dict) -> None:
-    _write_atomic(path, lambda f: json.dump(value, f, indent=2))
+    write_atomic(path, lambda f: json.dump(value, f, indent=2), binary=False)
 
 
 def _read_run(run: Path) -> dict:
@@ -375,9 +352,13 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if suffix == ".png":
         plot.image_grid(out, samples.reshape(-1, *shape), title=f"{args.n} samples")
     elif suffix == ".npy":
-        _write_atomic(out, lambda f: np.save(f, samples.numpy()), binary=True)
+        write_atomic(out, lambda f: np.save(f, samples.numpy()), binary=True)
     else:
-        _write_atomic(out, lambda f: np.savetxt(f, samples.numpy(), delimiter=",", fmt="%.8g"))
+        write_atomic(
+            out,
+            lambda f: np.savetxt(f, samples.numpy(), delimiter=",", fmt="%.8g"),
+            binary=False,
+        )
     print(f"wrote {args.n} samples to {out}")
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import math
 import os
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,30 +17,13 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from .atomic import write_atomic
+
 __all__ = ["density_2d", "image_grid", "pairwise", "training_curves"]
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Mode 0o666 lets the umask decide the permissions, as for any file the user writes.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    except OSError as e:  # name the picture, not the temporary file
-        raise OSError(
-            e.errno, f"cannot write the picture ({e.strerror})", os.fspath(path)
-        ) from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
 
 
 def _bounds(points: Tensor, margin: float = 0.1) -> tuple[float, float, float, float]:
