@@ -130,34 +130,46 @@ def test_autoregressive_presets_reverse_the_order() -> None:
     ]
 
 
-def _trunk_calls(flow: ef.Flow) -> list:
-    calls: list = []
-    for module in flow.modules():
-        if isinstance(module, ef.nn.MADE):
-            module.trunk.register_forward_hook(lambda *_: calls.append(1))
+def _map_calls(flow: ef.Flow) -> list[str]:
+    """Record every call of the layers' elementwise maps: one per network pass or per step."""
+    calls: list[str] = []
+    maps = {
+        id(m.map): m.map
+        for m in flow.modules()
+        if isinstance(m, ef.transforms.MaskedAutoregressive)
+    }
+    for m in maps.values():
+        for direction in ("forward", "inverse"):
+            method = getattr(m, direction)
+
+            def counted(*args, _method=method, _direction=direction):
+                calls.append(_direction)
+                return _method(*args)
+
+            setattr(m, direction, counted)
     return calls
 
 
 def test_maf_density_is_one_pass_per_layer_and_sampling_d() -> None:
     flow = _flow("MAF", features=4, context=2)
-    calls = _trunk_calls(flow)
+    calls = _map_calls(flow)
     c = torch.randn(3, 2)
     flow.log_prob(torch.randn(3, 4), context=c)
-    assert len(calls) == 2
+    assert calls == ["forward"] * 2
     calls.clear()
     flow.sample((5,), context=c)
-    assert len(calls) == 2 * 4
+    assert calls == ["inverse"] * (2 * 4)
 
 
 def test_iaf_sampling_is_one_pass_per_layer_and_density_d() -> None:
     flow = _flow("IAF", features=4, context=2)
-    calls = _trunk_calls(flow)
+    calls = _map_calls(flow)
     c = torch.randn(3, 2)
     flow.rsample_and_log_prob((5,), context=c)
-    assert len(calls) == 2
+    assert calls == ["forward"] * 2
     calls.clear()
     flow.log_prob(torch.randn(3, 4), context=c)
-    assert len(calls) == 2 * 4
+    assert calls == ["inverse"] * (2 * 4)
 
 
 @pytest.mark.parametrize("name", ["NICE", "RealNVP", "MAF", "IAF", "NSF"])

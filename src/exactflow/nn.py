@@ -11,7 +11,7 @@ context of shape ``(*, C)``, which broadcasts against ``x``'s leading dimensions
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -285,6 +285,7 @@ class MADE(nn.Module):
 
         previous = degrees
         m = layer_degrees(hidden[0], bottom)
+        hidden_degrees_per_layer = [m]
         self.input = MaskedLinear(m[:, None] >= previous[None, :])
         self.context_in = nn.Linear(context, hidden[0], bias=False) if context else None
         layers: list[nn.Module] = [activation()]
@@ -294,11 +295,20 @@ class MADE(nn.Module):
         else:
             for width in hidden[1:]:
                 previous, m = m, layer_degrees(width, int(m.min()))
+                hidden_degrees_per_layer.append(m)
                 layers += [MaskedLinear(m[:, None] >= previous[None, :]), activation()]
         self.trunk = nn.Sequential(*layers)
         out_degrees = degrees.repeat_interleave(out_per_feature)  # (D * P,), coordinate-major
         self.output = MaskedLinear(out_degrees[:, None] > m[None, :])
         self.register_buffer("degrees", degrees)
+        self.residual = residual
+        # The coordinates in the order they are recovered, and for each hidden layer its units
+        # sorted by degree with ends[g] = number of units of degree <= g (see `autoregress`).
+        self._steps: list[int] = torch.argsort(degrees).tolist()
+        self._ends: list[list[int]] = []
+        for k, m in enumerate(hidden_degrees_per_layer):
+            self.register_buffer(f"_units{k}", torch.argsort(m, stable=True), persistent=False)
+            self._ends.append(torch.bincount(m, minlength=features).cumsum(0).tolist())
 
     def initialize(self, params: Tensor) -> None:
         """Make the output constant, every block ``(i, :)`` equal to ``params (P,)``.
@@ -320,3 +330,98 @@ class MADE(nn.Module):
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         out = self.output(self.trunk(self.embed(x, context)))
         return out.unflatten(-1, (self.features, self.out_per_feature))  # (*, D, P)
+
+    def autoregress(
+        self,
+        solve: Callable[[int, Tensor], Tensor],
+        batch: torch.Size,
+        context: Tensor | None = None,
+    ) -> Tensor:
+        """Build ``x`` one coordinate at a time, feeding each back: ``D`` sequential steps.
+
+        For each coordinate ``i`` in increasing degree, the output block ``θ_i`` (shape
+        ``(*batch, P)``) is evaluated from the coordinates already built and ``x_i = solve(i,
+        θ_i)`` (shape ``(*batch, 1)``) is fed back. This is the inverse of an autoregressive
+        layer; the result ``x (*batch, D)`` satisfies ``MADE(x, c)[..., i, :] = θ_i``.
+
+        Without autograd (sampling under ``torch.no_grad``), a plain MADE computes each hidden
+        unit exactly once: a unit of degree ``m`` depends only on inputs of degree ``<= m``, so
+        it is final from the step of degree ``m + 1`` on, and that step evaluates just the units
+        of degree ``m`` in every layer and the ``P`` output rows of ``θ_i``. All ``D`` steps
+        together cost about one network pass. With autograd, or with residual blocks, each step
+        re-evaluates the trunk, reusing the first layer's pre-activation.
+
+        Args:
+            solve: ``(i, θ_i) -> x_i``.
+            batch: Batch shape of ``x`` (the context broadcasts against it).
+            context: Context ``(*, C)`` when the MADE has one.
+
+        """
+        if context is not None:
+            batch = torch.broadcast_shapes(batch, context.shape[:-1])
+        if self.residual or torch.is_grad_enabled():
+            return self._autoregress_trunk(solve, batch, context)
+        return self._autoregress_units(solve, batch, context)
+
+    def _autoregress_trunk(
+        self, solve: Callable[[int, Tensor], Tensor], batch: torch.Size, context: Tensor | None
+    ) -> Tensor:
+        """``autoregress`` with one trunk pass per step (differentiable, any trunk)."""
+        weight = self.input.weight
+        x = weight.new_zeros((*batch, self.features))
+        # The first hidden layer is linear in x: start from x = 0 and add x_i · W[:, i] as each
+        # coordinate is built, instead of redoing the (H, D) product every step.
+        h = self.embed(x, context)  # (*, H0)
+        w_in = self.input.masked_weight().t()  # (D, H0)
+        w_out = self.output.masked_weight().unflatten(0, (self.features, -1))  # (D, P, H)
+        b_out = self.output.bias.unflatten(0, (self.features, -1))  # (D, P)
+        xs: list[Tensor] = [x[..., :1]] * self.features
+        for n, i in enumerate(self._steps):
+            x_i = solve(i, F.linear(self.trunk(h), w_out[i], b_out[i]))
+            xs[i] = x_i.expand(*batch, 1)
+            if n + 1 < self.features:
+                h = torch.addcmul(h, x_i, w_in[i])
+        return torch.cat(xs, dim=-1)
+
+    def _autoregress_units(
+        self, solve: Callable[[int, Tensor], Tensor], batch: torch.Size, context: Tensor | None
+    ) -> Tensor:
+        """``autoregress`` computing every hidden unit once (no autograd, plain trunk)."""
+        linears = [self.input, *(m for m in self.trunk if isinstance(m, MaskedLinear))]
+        activations = [m for m in self.trunk if not isinstance(m, MaskedLinear)]
+        # Weights with each layer's units sorted by degree: the units of degree g are the rows
+        # ends[g - 1]:ends[g], and the units of degree <= g the columns :ends[g] of the next.
+        weights, biases, previous = [], [], None
+        for k, linear in enumerate(linears):
+            units = getattr(self, f"_units{k}")
+            w = linear.masked_weight()[units]
+            weights.append(w if previous is None else w[:, previous])
+            biases.append(linear.bias[units])
+            previous = units
+        w_out = self.output.masked_weight()[:, previous].unflatten(0, (self.features, -1))
+        b_out = self.output.bias.unflatten(0, (self.features, -1))  # (D, P)
+        n = batch.numel()
+        x = w_out.new_zeros(n, self.features)
+        h = [w_out.new_zeros(n, w.shape[0]) for w in weights]  # post-activations, sorted units
+        from_context = None
+        if self.context_in is not None:
+            c = _check_context("MADE", self.context, context)
+            from_context = self.context_in(c)[..., self._units0].expand(*batch, -1).reshape(n, -1)
+        for g, i in enumerate(self._steps):  # x_i has degree g + 1: units of degree g are due
+            for k, ends in enumerate(self._ends):
+                start, end = ends[g - 1] if g else 0, ends[g]
+                if start == end:
+                    continue
+                if k == 0:
+                    pre = torch.addmm(biases[0][start:end], x, weights[0][start:end].t())
+                    if from_context is not None:
+                        pre += from_context[:, start:end]
+                else:
+                    seen = self._ends[k - 1][g]
+                    w = weights[k][start:end, :seen]
+                    pre = torch.addmm(biases[k][start:end], h[k - 1][:, :seen], w.t())
+                h[k][:, start:end] = activations[k](pre)
+            seen = self._ends[-1][g]
+            theta = torch.addmm(b_out[i], h[-1][:, :seen], w_out[i, :, :seen].t())  # (n, P)
+            x[:, i] = solve(i, theta.view(*batch, -1)).reshape(n)
+        return x.view(*batch, self.features)

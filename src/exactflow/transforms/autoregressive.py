@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..nn import MADE
@@ -34,9 +33,11 @@ class MaskedAutoregressive(Transform):
     ``log|det J| = Σ_i log|f'(x_i; θ_i)|``. The MADE's output layer starts at zero weights
     with the bias at ``map.identity()``, so the layer starts as the identity map.
 
-    ``forward`` (data -> base) is one MADE pass. ``inverse`` takes ``D`` passes, one per degree;
-    each reuses the previous first-layer activation (adding the contribution of the coordinate
-    just recovered) and evaluates only the output rows of the coordinate it recovers.
+    ``forward`` (data -> base) is one MADE pass. ``inverse`` takes ``D`` sequential steps, one
+    per degree (:meth:`~exactflow.nn.MADE.autoregress`); each evaluates only the output rows of
+    the coordinate it recovers, and without autograd (sampling) each hidden unit is computed
+    once, in the step from which on it no longer changes, so the ``D`` steps together cost
+    about one network pass.
 
     Args:
         map: The elementwise map ``f`` (``AffineMap``, a spline, ...).
@@ -97,21 +98,12 @@ class MaskedAutoregressive(Transform):
         return y, log_slope.sum(-1)
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        made = self.made
-        # The first hidden layer is linear in x: start from x = 0 and add x_i · W[:, i] as each
-        # coordinate is recovered, instead of redoing the (H, D) product every pass.
-        h = made.embed(torch.zeros_like(y), context)  # (*, H0)
-        w_in = made.input.masked_weight().t()  # (D, H0)
-        w_out = made.output.masked_weight().unflatten(0, (self.features, -1))  # (D, P, H)
-        b_out = made.output.bias.unflatten(0, (self.features, -1))  # (D, P)
-        xs: list[Tensor | None] = [None] * self.features
-        total = None
-        steps = torch.argsort(made.degrees).tolist()
-        for n, i in enumerate(steps):
-            params = F.linear(made.trunk(h), w_out[i], b_out[i])  # (*, P)
+        log_slopes: list[Tensor] = []
+
+        def solve(i: int, params: Tensor) -> Tensor:
             x_i, log_slope = self.map.inverse(y[..., i : i + 1], params.unsqueeze(-2))
-            xs[i] = x_i
-            total = log_slope if total is None else total + log_slope
-            if n + 1 < len(steps):
-                h = torch.addcmul(h, x_i, w_in[i])
-        return torch.cat(xs, dim=-1), total.squeeze(-1)
+            log_slopes.append(log_slope)
+            return x_i
+
+        x = self.made.autoregress(solve, y.shape[:-1], context)
+        return x, torch.cat(log_slopes, dim=-1).sum(-1)

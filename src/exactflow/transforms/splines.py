@@ -115,11 +115,8 @@ class RationalQuadraticSpline(ElementwiseMap):
         self.min_height = min_height
         self.min_derivative = min_derivative
         self.params = 3 * bins - 1
-        # Interior knot i of widths (row 0) and heights (row 1) sits at offset_i + scale * cdf_i.
-        self._knot_affine = (
-            [[-bound + 2 * bound * m * i for i in range(1, bins)] for m in (min_width, min_height)],
-            [[2 * bound * (1 - bins * m)] for m in (min_width, min_height)],
-        )
+        # Constant matrices of `_table`, per (dtype, device).
+        self._constants: dict[tuple[torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
 
     def identity(self) -> Tensor:
         """Raw parameters ``(P,)`` of the identity: all zero (equal bins, unit slopes)."""
@@ -141,40 +138,14 @@ class RationalQuadraticSpline(ElementwiseMap):
         Returns three tensors of shape ``(*, D, bins + 1)``; the first and last knots are
         exactly ``-B`` and ``B`` and the slopes there exactly 1.
         """
-        if params.shape[-1] != self.params:
-            raise ValueError(
-                f"RationalQuadraticSpline(bins={self.bins}): params must have shape "
-                f"(*, D, {self.params}), got {tuple(params.shape)}"
-            )
-        k, b = self.bins, self.bound
-        # split (not slicing) makes the gradient one cat instead of zero-filled scatters, and
-        # contiguous pieces keep the elementwise kernels below vectorized.
-        logits, raw_slopes = (p.contiguous() for p in params.split([2 * k, k - 1], dim=-1))
-        # Widths and heights share one pass: (*, D, 2, K). The cumulative softmax is the
-        # cumsum of exp over its last entry (the total); torch.softmax is several times slower
-        # for rows this short on CPU. Subtracting the (detached) row max only guards exp
-        # against overflow: the softmax is shift invariant, so gradients are unchanged.
-        logits = logits.unflatten(-1, (2, k))
-        cum = torch.cumsum((logits - logits.detach().amax(-1, keepdim=True)).exp(), dim=-1)
-        # Knot i sits at -B + 2B (i m + (1 - K m) cum_i / cum_K); the last one is B exactly.
-        offsets, scales = (params.new_tensor(c) for c in self._knot_affine)  # (2, K-1), (2, 1)
-        interior = torch.addcmul(offsets, cum[..., :-1], scales / cum[..., -1:])
-        lo = interior.new_tensor(-b).expand(*interior.shape[:-2], 1)
-        hi = interior.new_tensor(b).expand(*interior.shape[:-2], 1)
-        xk = torch.cat([lo, interior[..., 0, :], hi], dim=-1)  # (*, D, K + 1)
-        yk = torch.cat([lo, interior[..., 1, :], hi], dim=-1)
-        # softplus(0) - log 2 is exactly 0 in every dtype, so a = 0 gives exactly δ = 1.
-        gain = (1 - self.min_derivative) / _LOG2
-        slopes = 1 + (F.softplus(raw_slopes) - _LOG2) * gain
-        dk = F.pad(slopes, (1, 1), value=1.0)  # (*, D, K + 1)
-        return xk, yk, dk
+        table = self._table(params).movedim(1, -1)  # (3, *, D, K + 1)
+        return table[0], table[1], self._slopes(table[2])
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         """Map ``x (*, D)``; return ``(y, log|dy/dx|)``, both ``(*, D)``."""
-        xk, yk, dk = self.knots(params)
         inside = x.abs() <= self.bound
         xc = x.clamp(-self.bound, self.bound)
-        (x0, x1), (y0, y1), (d0, d1) = self._bin(xc, xk, (xk, yk, dk))
+        xc, (x0, x1), (y0, y1), (d0, d1) = self._bin(xc, params, 0)
         w, h = x1 - x0, y1 - y0
         s = h / w
         xi, xi_c = (xc - x0) / w, (x1 - xc) / w  # ξ, 1 - ξ
@@ -198,10 +169,9 @@ class RationalQuadraticSpline(ElementwiseMap):
 
         sums of non-negative terms only: no cancellation anywhere, including at the knots.
         """
-        xk, yk, dk = self.knots(params)
         inside = y.abs() <= self.bound
         yc = y.clamp(-self.bound, self.bound)
-        (x0, x1), (y0, y1), (d0, d1) = self._bin(yc, yk, (xk, yk, dk))
+        yc, (x0, x1), (y0, y1), (d0, d1) = self._bin(yc, params, 1)
         w, h = x1 - x0, y1 - y0
         s = h / w
         below, above = yc - y0, y1 - yc  # Δ, Δ'
@@ -232,20 +202,76 @@ class RationalQuadraticSpline(ElementwiseMap):
         slope = d1 * uu + 2 * s * uv + d0 * vv
         return uu, uv, vv, den, slope.log() + 2 * (s / den).log()
 
+    def _slopes(self, raw: Tensor) -> Tensor:
+        """``δ = 1 + (1 - m_δ) (softplus(a) - log 2) / log 2``: exactly 1 at ``a = 0``."""
+        gain = (1 - self.min_derivative) / _LOG2
+        return (F.softplus(raw) - _LOG2) * gain + 1
+
+    def _knot_constants(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        """``c (2, K + 1, 1)``, ``a (2, 1, 1)``: knot ``i`` is ``c_i + a C_i / C_K``, ``0 < i < K``.
+
+        For widths (row 0) and heights (row 1), knot ``i`` is
+        ``-B + 2B (i m + (1 - K m) C_i / C_K)`` with ``C_i = Σ_{j<i} e_j`` and ``m`` the minimum
+        width or height; ``c`` also holds the end knots ``-B`` and ``B``.
+        """
+        key = (like.dtype, like.device)
+        if key not in self._constants:
+            k, b = self.bins, self.bound
+            minimum = torch.tensor([self.min_width, self.min_height], dtype=torch.float64)
+            c = torch.arange(k + 1, dtype=torch.float64) * (2 * b * minimum[:, None]) - b
+            c[:, k] = b
+            a = 2 * b * (1 - k * minimum)
+            self._constants[key] = (c[..., None].to(like), a[:, None, None].to(like))
+        return self._constants[key]
+
+    def _table(self, params: Tensor) -> Tensor:
+        """Knots and raw slopes of ``params (*, D, P)``, shape ``(3, K + 1, *, D)``.
+
+        Rows: the x-knots, the y-knots, and the raw slopes with a 0 at both ends (slope
+        exactly 1 at ``±B``). The bins run along dimension 1 and the batch along the last ones,
+        so the short per-coordinate reductions below become long vectorized loops.
+        """
+        if params.dim() == 0 or params.shape[-1] != self.params:
+            raise ValueError(
+                f"RationalQuadraticSpline(bins={self.bins}): params must have shape "
+                f"(*, D, {self.params}), got {tuple(params.shape)}"
+            )
+        k = self.bins
+        c, a = self._knot_constants(params)
+        # split (not slicing): the gradient is then one cat instead of zero-filled scatters.
+        raw = params.reshape(-1, self.params).t().contiguous()  # (P, n)
+        logits, raw_slopes = raw.split([2 * k, k - 1])
+        logits = logits.view(2, k, -1)
+        # The softmax of the width and height logits: subtracting the (detached) max only
+        # guards exp against overflow, it changes neither values nor gradients.
+        e = (logits - logits.detach().amax(1, keepdim=True)).exp()  # (2, K, n)
+        cum = e.cumsum(1)  # C_1 .. C_K
+        # Zero-padded, the interior terms a C_i / C_K leave the end knots exactly ±B.
+        knots = F.pad(cum[:, :-1] * (a / cum[:, -1:]), (0, 0, 1, 1)) + c  # (2, K + 1, n)
+        slopes = F.pad(raw_slopes, (0, 0, 1, 1))  # (K + 1, n)
+        table = torch.cat([knots, slopes.unsqueeze(0)])  # (3, K + 1, n)
+        return table.view(3, k + 1, *params.shape[:-1])
+
     def _bin(
-        self, v: Tensor, knots: Tensor, quantities: tuple[Tensor, ...]
-    ) -> list[tuple[Tensor, Tensor]]:
-        """The values of each ``(*, D, K + 1)`` quantity at both ends of ``v``'s bin."""
-        shape = torch.broadcast_shapes(v.shape, knots.shape[:-1])
-        if knots.shape[:-1] != shape:
-            # Parameters shared over a batch: searchsorted needs matching, dense boundaries.
-            knots = knots.expand(*shape, -1).contiguous()
-            quantities = tuple(q.expand(*shape, -1) for q in quantities)
-        needle = v.expand(shape).unsqueeze(-1).contiguous()  # (*, D, 1)
-        # Knots <= v, minus one, is v's bin; the clamp sends v = B (and NaN) to a valid bin.
-        index = (torch.searchsorted(knots, needle, right=True) - 1).clamp(0, self.bins - 1)
-        ends = torch.cat([index, index + 1], dim=-1)  # (*, D, 2)
-        return [q.gather(-1, ends).unbind(-1) for q in quantities]
+        self, v: Tensor, params: Tensor, row: int
+    ) -> tuple[Tensor, tuple[Tensor, Tensor], tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+        """``v`` broadcast against ``params``, and the ends of its bin.
+
+        The bin is the one whose knots of row ``row`` (0: x, 1: y) enclose ``v``; returns
+        ``v``, ``(x_k, x_{k+1})``, ``(y_k, y_{k+1})`` and ``(δ_k, δ_{k+1})``.
+        """
+        table = self._table(params)
+        batch = table.shape[2:]
+        shape = torch.broadcast_shapes(v.shape, batch)
+        v = v.expand(shape)
+        # Parameters shared over a batch are expanded after the table is built, not before.
+        table = table.view(3, self.bins + 1, *(1,) * (len(shape) - len(batch)), *batch)
+        table = table.expand(3, self.bins + 1, *shape).reshape(3, self.bins + 1, -1)
+        # The number of interior knots <= v is v's bin; NaN counts none.
+        index = (table[row, 1:-1] <= v.reshape(-1)).sum(0, keepdim=True)  # (1, n)
+        ends = table.gather(1, torch.cat([index, index + 1]).expand(3, 2, -1))  # (3, 2, n)
+        ends = ends.unflatten(-1, shape)
+        return v, ends[0].unbind(), ends[1].unbind(), self._slopes(ends[2]).unbind()
 
 
 class Spline(Transform):
