@@ -12,9 +12,9 @@ progress=()
 [ -t 1 ] || progress=(--no-progress)
 
 $ef fit --data moons --flow nsf --transforms 4 --hidden 64,64 --bins 8 \
-    --epochs 20 --lr 2e-3 --checkpoint-every 100 --out runs/moons "${progress[@]}"
-$ef fit --data digits --flow maf --transforms 5 --hidden 256,256 \
-    --epochs 400 --lr 1e-3 --patience 30 --out runs/digits "${progress[@]}"
+    --epochs 12 --lr 2e-3 --checkpoint-every 100 --out runs/moons "${progress[@]}"
+$ef fit --data digits --flow maf --transforms 5 --hidden 128,128 \
+    --epochs 300 --lr 1e-3 --patience 15 --out runs/digits "${progress[@]}"
 $ef sample runs/digits -n 64 -o runs/digits/figures/sample-grid.png
 
 echo
