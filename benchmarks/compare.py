@@ -687,9 +687,9 @@ def report(settings: Settings, data: Data, results: dict[str, list[Row]], minute
         "",
         f"- Timing: batch {settings.batch} for the train step (Adam, lr {settings.lr}) and"
         f" log_prob, {settings.sample_size} samples per draw; medians over {settings.rounds}"
-        f" rounds that time every library in turn ({settings.per_round} calls per round, one"
-        " draw for sampling), after warm-up. exactflow runs with its defaults, input"
-        " validation included.",
+        f" rounds that time every library in turn (per round and library: one untimed call,"
+        f" then {settings.per_round} timed calls; one draw for sampling), after warm-up."
+        " exactflow runs with its defaults, input validation included.",
         f"- GMM: 16-D mixture of 8 Gaussians, {settings.gmm_train:,} training and"
         f" {settings.gmm_test:,} test rows, {settings.gmm_steps} Adam steps; entropy"
         f" {data.entropy:.3f} ± {data.entropy_se:.3f} nats (Monte Carlo,"

@@ -105,3 +105,28 @@ def test_every_coordinate_depends_on_the_context() -> None:
     x, c = torch.randn(3, dtype=torch.float64), torch.randn(2, dtype=torch.float64)
     jac = torch.func.jacrev(lambda ci: layer(x, ci)[0])(c)  # (D, C)
     assert torch.all(jac.abs().sum(-1) > 0)
+
+
+@pytest.mark.parametrize("features", [1, 3, 5])
+@pytest.mark.parametrize("hidden_degrees", ["sequential", "random"])
+def test_sampling_path_without_autograd_matches_the_autograd_path(
+    features: int, hidden_degrees: str
+) -> None:
+    torch.manual_seed(0)
+    layer = T.MaskedAutoregressive(
+        T.AffineMap(),
+        features,
+        hidden=(16, 16),
+        context=2,
+        hidden_degrees=hidden_degrees,
+        seed=1,
+    ).double()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    y, c = torch.randn(7, features, dtype=torch.float64), torch.randn(7, 2, dtype=torch.float64)
+    x_grad, ladj_grad = layer.inverse(y, c)
+    with torch.no_grad():
+        x_fast, ladj_fast = layer.inverse(y, c)
+    torch.testing.assert_close(x_fast, x_grad.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ladj_fast, ladj_grad.detach(), rtol=1e-12, atol=1e-12)
