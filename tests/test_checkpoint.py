@@ -14,19 +14,12 @@ import exactflow as ef
 from exactflow import checkpoint
 from exactflow.checkpoint import build, load, save, standardized
 
-T = ef.transforms
-
-
-def tiny(features: int, context: int = 0, transforms: int = 2, hidden: tuple = (8,)) -> ef.Flow:
-    """A stand-in preset (stacked elementwise affines) registered in ef.flows by the fixture."""
-    steps = [T.Affine(features) for _ in range(transforms)]
-    return ef.Flow(T.Compose(steps), ef.distributions.StandardNormal(features))
+from tinyflow import register, tiny
 
 
 @pytest.fixture
 def preset(monkeypatch: pytest.MonkeyPatch) -> dict:
-    monkeypatch.setattr(ef.flows, "Tiny", tiny, raising=False)
-    monkeypatch.setattr(ef.flows, "__all__", [*ef.flows.__all__, "Tiny"])
+    register(monkeypatch)
     return {"preset": "Tiny", "kwargs": {"features": 3, "transforms": 2, "hidden": (8,)}}
 
 
