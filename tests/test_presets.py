@@ -91,10 +91,31 @@ def test_defaults() -> None:
         permutation="reverse",
         residual=False,
         seed=0,
+        scale_bound=1.0,
     )
     assert len(flow.transform) == 5
     assert isinstance(flow.base, ef.distributions.StandardNormal)
     assert ef.flows.NSF(features=4).config["bins"] == 8
+
+
+@pytest.mark.parametrize("name", ["RealNVP", "MAF", "IAF"])
+@pytest.mark.parametrize("scale_bound", [0.5, 1.0, None])
+def test_scale_bound_reaches_every_layer(name: str, scale_bound: float | None) -> None:
+    flow = getattr(ef.flows, name)(features=3, transforms=2, hidden=(8,), scale_bound=scale_bound)
+    maps = [
+        m.map
+        for m in flow.modules()
+        if isinstance(getattr(m, "map", None), ef.transforms.AffineMap)
+    ]
+    assert len(maps) == 2
+    assert all(m.bound == scale_bound for m in maps)
+    if scale_bound is not None:
+        with torch.no_grad():
+            for p in flow.parameters():
+                p.add_(3 * torch.randn_like(p))  # raw log-scales well beyond the bound
+        ladj = flow.transform(torch.randn(64, 3))[1]
+        assert torch.isfinite(ladj).all()
+        assert ladj.abs().max() <= 2 * 3 * scale_bound + 1e-5  # 2 layers, 3 coordinates
 
 
 def test_nice_is_volume_preserving_up_to_its_final_scaling() -> None:

@@ -187,6 +187,8 @@ class RealNVP(Flow):
             layer), ``"random"`` or ``"lu"`` (see :class:`NICE`).
         residual: Residual conditioners.
         seed: Seed of the random masks.
+        scale_bound: Largest absolute log-scale per layer, approached softly
+            (:class:`~exactflow.transforms.AffineMap`); ``None``: unbounded.
 
     Example:
         >>> import torch, exactflow as ef
@@ -205,10 +207,18 @@ class RealNVP(Flow):
         permutation: str = "reverse",
         residual: bool = False,
         seed: int = 0,
+        scale_bound: float | None = 1.0,
     ) -> None:
         _check("RealNVP", features, transforms, permutation)
         steps = _couplings(
-            AffineMap(), features, context, transforms, hidden, permutation, residual, seed
+            AffineMap(scale_bound),
+            features,
+            context,
+            transforms,
+            hidden,
+            permutation,
+            residual,
+            seed,
         )
         super().__init__(Compose(steps), StandardNormal(features))
         self.config = _config(
@@ -219,6 +229,7 @@ class RealNVP(Flow):
             permutation=permutation,
             residual=residual,
             seed=seed,
+            scale_bound=scale_bound,
         )
 
 
@@ -241,6 +252,8 @@ class MAF(Flow):
             between layers.
         residual: Masked residual blocks in the MADEs.
         seed: Seed of the random orders.
+        scale_bound: Largest absolute log-scale per layer, approached softly
+            (:class:`~exactflow.transforms.AffineMap`); ``None``: unbounded.
 
     Example:
         >>> import torch, exactflow as ef
@@ -259,10 +272,18 @@ class MAF(Flow):
         permutation: str = "reverse",
         residual: bool = False,
         seed: int = 0,
+        scale_bound: float | None = 1.0,
     ) -> None:
         _check("MAF", features, transforms, permutation)
         steps = _autoregressive(
-            AffineMap(), features, context, transforms, hidden, permutation, residual, seed
+            AffineMap(scale_bound),
+            features,
+            context,
+            transforms,
+            hidden,
+            permutation,
+            residual,
+            seed,
         )
         super().__init__(Compose(steps), StandardNormal(features))
         self.config = _config(
@@ -273,6 +294,7 @@ class MAF(Flow):
             permutation=permutation,
             residual=residual,
             seed=seed,
+            scale_bound=scale_bound,
         )
 
 
@@ -293,6 +315,8 @@ class IAF(Flow):
         permutation: ``"reverse"``, ``"random"`` or ``"lu"`` (see :class:`MAF`).
         residual: Masked residual blocks in the MADEs.
         seed: Seed of the random orders.
+        scale_bound: Largest absolute log-scale per layer, approached softly
+            (:class:`~exactflow.transforms.AffineMap`); ``None``: unbounded.
 
     Example:
         >>> import torch, exactflow as ef
@@ -312,10 +336,11 @@ class IAF(Flow):
         permutation: str = "reverse",
         residual: bool = False,
         seed: int = 0,
+        scale_bound: float | None = 1.0,
     ) -> None:
         _check("IAF", features, transforms, permutation)
         steps = _autoregressive(
-            AffineMap(),
+            AffineMap(scale_bound),
             features,
             context,
             transforms,
@@ -334,6 +359,7 @@ class IAF(Flow):
             permutation=permutation,
             residual=residual,
             seed=seed,
+            scale_bound=scale_bound,
         )
 
 
