@@ -89,8 +89,8 @@ def build_exactflow(model: str, features: int) -> Model:
     else:
         flow = ef.flows.NSF(features, transforms=steps, hidden=hidden, bins=BINS, bound=BOUND)
     note = {
-        "MAF": "log-scale tanh(a) (bound 1); order reversed between steps",
-        "RealNVP": "log-scale tanh(a) (bound 1); alternating masks",
+        "MAF": "log-scale 3 tanh(a / 3); order reversed between steps",
+        "RealNVP": "log-scale 3 tanh(a / 3); alternating masks",
         "NSF": "linear tails; order reversed between steps",
     }[model]
     return Model(flow, flow.log_prob, lambda n: flow.sample((n,)), note)

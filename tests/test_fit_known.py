@@ -41,7 +41,7 @@ def _train(flow: ef.Flow, draw: Callable[[int], tuple[Tensor, Tensor | None]]) -
 
 
 # Four separated components in 2-D. Untrained (identity) flows have a gap of about 2.3 nats.
-# Measured gaps after 300 steps, seed 0 (seeds 1, 2): RealNVP 0.26 (0.21, 0.16),
+# Measured gaps after 300 steps, seed 0 (seeds 1, 2): RealNVP 0.24 (0.19, 0.16),
 # NSF 0.024 (0.024, 0.028).
 PRESETS = {
     "RealNVP": (lambda: ef.flows.RealNVP(2, transforms=4, hidden=(32, 32)), 0.7),

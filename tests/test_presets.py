@@ -91,7 +91,7 @@ def test_defaults() -> None:
         permutation="reverse",
         residual=False,
         seed=0,
-        scale_bound=1.0,
+        scale_bound=3.0,
     )
     assert len(flow.transform) == 5
     assert isinstance(flow.base, ef.distributions.StandardNormal)

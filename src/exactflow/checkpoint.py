@@ -150,10 +150,6 @@ def _anchor(flow: Flow) -> Tensor:
     return torch.empty(0)
 
 
-# Affine presets whose specs gained "scale_bound" (default 1) after specs without it were saved.
-_SCALE_BOUND_PRESETS = ("RealNVP", "MAF", "IAF")
-
-
 def build(spec: Mapping[str, Any]) -> Flow:
     """Rebuild a flow from its spec: ``getattr(ef.flows, spec["preset"])(**spec["kwargs"])``.
 
@@ -179,9 +175,6 @@ def build(spec: Mapping[str, Any]) -> Flow:
     kwargs = spec.get("kwargs", {})
     if not isinstance(kwargs, Mapping):
         raise ValueError(f"spec['kwargs'] must be a mapping, got {type(kwargs).__name__}")
-    if name in _SCALE_BOUND_PRESETS and "scale_bound" not in kwargs:
-        # Saved before the affine presets recorded their log-scale bound, which was then 3.
-        kwargs = {**kwargs, "scale_bound": 3.0}
     try:
         flow = getattr(presets, name)(**kwargs)
     except TypeError as error:

@@ -207,7 +207,7 @@ class RealNVP(Flow):
         permutation: str = "reverse",
         residual: bool = False,
         seed: int = 0,
-        scale_bound: float | None = 1.0,
+        scale_bound: float | None = 3.0,
     ) -> None:
         _check("RealNVP", features, transforms, permutation)
         steps = _couplings(
@@ -272,7 +272,7 @@ class MAF(Flow):
         permutation: str = "reverse",
         residual: bool = False,
         seed: int = 0,
-        scale_bound: float | None = 1.0,
+        scale_bound: float | None = 3.0,
     ) -> None:
         _check("MAF", features, transforms, permutation)
         steps = _autoregressive(
@@ -336,7 +336,7 @@ class IAF(Flow):
         permutation: str = "reverse",
         residual: bool = False,
         seed: int = 0,
-        scale_bound: float | None = 1.0,
+        scale_bound: float | None = 3.0,
     ) -> None:
         _check("IAF", features, transforms, permutation)
         steps = _autoregressive(
