@@ -126,6 +126,19 @@ class _IgnoreContext(nn.Module):
         return self.net(x)
 
 
+def plain_spline_made(layer: type[nn.Module], features: int) -> nn.Module:
+    """nflows' autoregressive spline layer (normflows ships a copy) with the plain MADE."""
+    return layer(
+        features,
+        HIDDEN,
+        num_bins=BINS,
+        tails="linear",
+        tail_bound=BOUND,
+        num_blocks=1,
+        use_residual_blocks=False,
+    )
+
+
 def build_nflows(model: str, features: int) -> Model:
     from nflows import distributions, flows, transforms
     from nflows.nn.nets import MLP
@@ -147,14 +160,8 @@ def build_nflows(model: str, features: int) -> Model:
                 features, HIDDEN, num_blocks=1, use_residual_blocks=False
             )
         else:
-            layer = transforms.MaskedPiecewiseRationalQuadraticAutoregressiveTransform(
-                features,
-                HIDDEN,
-                num_bins=BINS,
-                tails="linear",
-                tail_bound=BOUND,
-                num_blocks=1,
-                use_residual_blocks=False,
+            layer = plain_spline_made(
+                transforms.MaskedPiecewiseRationalQuadraticAutoregressiveTransform, features
             )
         steps.append(layer)
     base = distributions.StandardNormal([features])
@@ -194,14 +201,8 @@ def build_normflows(model: str, features: int) -> Model:
                 features, 1, HIDDEN, num_bins=BINS, tail_bound=BOUND
             )
             # The wrapper always uses residual blocks; put in the plain two-layer MADE.
-            layer.mprqat = MaskedPiecewiseRationalQuadraticAutoregressive(
-                features,
-                HIDDEN,
-                num_bins=BINS,
-                tails="linear",
-                tail_bound=BOUND,
-                num_blocks=1,
-                use_residual_blocks=False,
+            layer.mprqat = plain_spline_made(
+                MaskedPiecewiseRationalQuadraticAutoregressive, features
             )
             steps.append(layer)
     # normflows' steps run base -> data, in list order.
@@ -635,14 +636,15 @@ def verdicts(model: str, rows: list[Row], data: Data) -> list[Verdict]:
         if not mine or not theirs:
             continue
         best, who, values = min(theirs)
+        mean = statistics.mean(mine)
         noise = max(spread(mine), spread(values))
         out.append(
             Verdict(
                 f"{name} test NLL no worse than the best peer's (means over seeds ± seed spread)",
-                f"{statistics.mean(mine) + offset:.3f} vs {best + offset:.3f} ({who}) over"
+                f"{mean + offset:.3f} vs {best + offset:.3f} ({who}) over"
                 f" {len(mine)} / {len(values)} seeds; spread {spread(mine):.3f} (exactflow),"
                 f" {spread(values):.3f} ({who})",
-                statistics.mean(mine) <= best + max(noise, 1e-12),
+                mean <= best + max(noise, 1e-12),
             )
         )
     return out
