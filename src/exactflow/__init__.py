@@ -9,14 +9,15 @@ Example:
 
 """
 
-from . import checkpoint, data, distributions, flows, nn, train, transforms
-from .distributions import Flow
+from . import checkpoint, data, distributions, flow, flows, nn, train, transforms
+from .flow import Flow
 
 __all__ = [
     "Flow",
     "checkpoint",
     "data",
     "distributions",
+    "flow",
     "flows",
     "nn",
     "train",

@@ -63,7 +63,7 @@ from torch import Tensor
 
 from . import flows as presets
 from .atomic import temporaries, write_atomic
-from .distributions import Flow
+from .flow import DTYPES, Flow, dtype_name, placement
 from .transforms import Affine, Compose
 
 __all__ = ["FORMAT_VERSION", "Checkpoint", "build", "load", "save", "standardized"]
@@ -76,7 +76,6 @@ _CONFIG_KEY = "exactflow"
 _DIGEST_KEY = "exactflow.sha256"
 _MODEL = "model/"
 _STATE = "state/"
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 # ---------------------------------------------------------------------------- model spec
@@ -128,26 +127,14 @@ def standardized(flow: Flow, mean: Tensor, std: Tensor) -> Flow:
             f"standardized: std must be positive, got {std[bad].tolist()} in column(s) {bad}"
             " (a constant column has no density; drop it or add noise)"
         )
-    affine = Affine(features).to(_anchor(flow))
+    dtype, device = placement(flow)
+    affine = Affine(features).to(dtype=dtype, device=device)
     mean, std = mean.to(torch.float64), std.to(torch.float64)
     with torch.no_grad():
         affine.log_scale.copy_(-std.log())
         affine.shift.copy_(-mean / std)
     affine.requires_grad_(False)
     return Flow(Compose([affine, flow.transform]), flow.base, validate=flow.validate)
-
-
-def _flow_dtype(flow: Flow) -> torch.dtype:
-    """The floating-point dtype of a flow's parameters and buffers."""
-    return _anchor(flow).dtype
-
-
-def _anchor(flow: Flow) -> Tensor:
-    """A floating-point tensor of the flow, for its dtype and device."""
-    for t in (*flow.parameters(), *flow.buffers()):
-        if t.is_floating_point():
-            return t
-    return torch.empty(0)
 
 
 def build(spec: Mapping[str, Any]) -> Flow:
@@ -290,10 +277,10 @@ def save(
     if not isinstance(flow, Flow):
         raise TypeError(f"save: flow must be an exactflow Flow, got {type(flow).__name__}")
     path = Path(path)
-    dtype = _flow_dtype(flow)
-    dtype_name = {v: k for k, v in _DTYPES.items()}.get(dtype)
-    if dtype_name is None:
-        raise ValueError(f"save: flows in float32 or float64 can be saved, got {dtype}")
+    try:
+        saved_dtype = dtype_name(placement(flow)[0])
+    except ValueError as error:
+        raise ValueError(f"save: {error}") from None
     tensors: dict[str, Tensor] = {
         _MODEL + k: v.detach().to("cpu").contiguous().clone() for k, v in flow.state_dict().items()
     }
@@ -302,7 +289,7 @@ def save(
         "format": _FORMAT,
         "version": FORMAT_VERSION,
         "spec": _encode_spec(spec),
-        "dtype": dtype_name,
+        "dtype": saved_dtype,
         "event_shape": list(flow.event_shape),
         "context": flow.context,
         "state": encoded_state,
@@ -450,7 +437,7 @@ def load(path: str | os.PathLike, flow: Flow | None = None) -> Checkpoint:
         event_shape, context = tuple(config["event_shape"]), int(config["context"])
     except (KeyError, TypeError) as error:
         raise _corrupt(path, f"its config is incomplete (missing or malformed {error})") from error
-    if dtype not in _DTYPES:
+    if dtype not in DTYPES:
         raise _corrupt(path, f"unknown dtype {dtype!r}")
     if flow is None:
         if spec is None:
@@ -466,7 +453,7 @@ def load(path: str | os.PathLike, flow: Flow | None = None) -> Checkpoint:
             f" context of width {flow.context}"
         )
     _check_weights(flow, weights, path)
-    flow.to(_DTYPES[dtype])
+    flow.to(DTYPES[dtype])
     flow.load_state_dict(weights)
     return Checkpoint(
         path=path,

@@ -27,7 +27,7 @@ import torch
 
 from . import checkpoint, data, flows, plot
 from .atomic import write_atomic
-from .distributions import Flow
+from .flow import Flow, placement
 from .train import NonFiniteLossError, TrainConfig, fit
 
 __all__ = ["main"]
@@ -139,8 +139,7 @@ def _dataset_for(record: dict, override: str | None = None) -> tuple[data.Datase
 # ---------------------------------------------------------------------------- evaluation
 def evaluate(flow: Flow, ds: data.Dataset, split: str = "test") -> dict[str, float]:
     """Mean NLL (nats per point) with its standard error, plus bits/dim and KL gap if known."""
-    # The first floating-point tensor: integer buffers (permutation indices) come first in some.
-    dtype = next(t.dtype for t in (*flow.parameters(), *flow.buffers()) if t.is_floating_point())
+    dtype = placement(flow)[0]
     x = getattr(ds, split).to(dtype)
     flow.eval()
     with torch.no_grad():

@@ -54,11 +54,10 @@ from torch import Tensor
 from tqdm import tqdm
 
 from .checkpoint import Checkpoint, build, load, save, standardized
-from .distributions import Flow
+from .flow import DTYPES, Flow, placement
 
 __all__ = ["FitResult", "NonFiniteLossError", "TrainConfig", "fit"]
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _COLUMNS = ("epoch", "step", "train_nll", "val_nll", "lr", "time", "skipped")
 # Changing these between a run and its resumption would silently change what is being trained.
 _RESUME_FIXED = ("optimizer", "schedule", "batch_size", "dtype", "seed", "standardize")
@@ -124,7 +123,7 @@ class TrainConfig:
             raise ValueError(
                 f"schedule must be 'cosine', 'plateau' or 'none', got {self.schedule!r}"
             )
-        if self.dtype not in _DTYPES:
+        if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         if self.epochs is None and self.steps is None:
             raise ValueError("set epochs or steps (or both); got neither")
@@ -220,7 +219,7 @@ def _prepare(
     name: str, data: object, flow: Flow, dtype: torch.dtype
 ) -> tuple[Tensor, Tensor | None]:
     """Check ``data`` (``x`` or ``(x, context)``) against the flow; cast it to its dtype, device."""
-    device = next(iter(flow.buffers())).device  # the base density always holds a buffer
+    device = placement(flow)[1]
     if isinstance(data, Tensor):
         x, context = data, None
     elif isinstance(data, (tuple, list)) and len(data) == 2:
@@ -614,7 +613,7 @@ def fit(
         raise TypeError(f"fit: config must be a TrainConfig, got {type(config).__name__}")
     if resume and config.out is None:
         raise ValueError("resume=True needs config.out, the directory holding last.safetensors")
-    dtype = _DTYPES[config.dtype]
+    dtype = DTYPES[config.dtype]
     x, c = _prepare("train", train, flow, dtype)
     xv, cv = _prepare("val", val, flow, dtype)
 

@@ -1,21 +1,30 @@
 """Invertible transforms, one file per family; all share the protocol in :mod:`.base`."""
 
-from . import autoregressive, base, coupling, elementwise, linear, normalization, planar, splines
+from . import (
+    autoregressive,
+    base,
+    coupling,
+    elementwise,
+    linear,
+    normalization,
+    splines,
+    variational,
+)
 from .autoregressive import *  # noqa: F403
 from .base import *  # noqa: F403
 from .coupling import *  # noqa: F403
 from .elementwise import *  # noqa: F403
 from .linear import *  # noqa: F403
 from .normalization import *  # noqa: F403
-from .planar import *  # noqa: F403
 from .splines import *  # noqa: F403
+from .variational import *  # noqa: F403
 
 __all__ = [
     *base.__all__,
     *elementwise.__all__,
     *linear.__all__,
     *normalization.__all__,
-    *planar.__all__,
+    *variational.__all__,
     *splines.__all__,
     *coupling.__all__,
     *autoregressive.__all__,

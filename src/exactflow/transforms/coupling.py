@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..nn import MLP, ResidualMLP
+from ..nn import MLP, ResidualMLP, zero_output
 from .base import Transform
 from .elementwise import ElementwiseMap
 
@@ -118,9 +118,7 @@ class Coupling(Transform):
         else:
             self.net = MLP(n_identity, out, hidden, context=context)
         last = self.net.output if residual else self.net[-1]
-        with torch.no_grad():
-            last.weight.zero_()
-            last.bias.copy_(map.identity().to(last.bias).repeat(n_transformed))
+        zero_output(last, map.identity())
         self.register_buffer("identity_index", (~transformed).nonzero().flatten())
         self.register_buffer("transformed_index", transformed.nonzero().flatten())
 

@@ -1,12 +1,7 @@
-"""Conditioner networks: the neural networks that predict a transform's parameters.
+"""Masked networks whose outputs are autoregressive in their inputs (Germain et al. 2015).
 
-* :class:`MLP` — fully connected network, optionally fed a context vector;
-* :class:`ResidualMLP` — the same with residual blocks, for deeper conditioners;
-* :class:`MaskedLinear` and :class:`MADE` — masked networks whose outputs are autoregressive in
-  their inputs (Germain et al. 2015), the conditioners of masked autoregressive flows.
-
-Every conditioner takes ``(x, context=None)``; a network built with ``context=C > 0`` needs a
-context of shape ``(*, C)``, which broadcasts against ``x``'s leading dimensions.
+* :class:`MaskedLinear` — a linear layer with a fixed connectivity mask;
+* :class:`MADE` — the conditioner of masked autoregressive flows.
 """
 
 from __future__ import annotations
@@ -17,142 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MADE", "MLP", "MaskedLinear", "ResidualMLP"]
+from .mlp import check_context, zero_output
 
-
-def _check_context(name: str, width: int, context: Tensor | None) -> Tensor:
-    """Return ``context`` after checking it is a tensor of width ``width``."""
-    if context is None:
-        raise ValueError(
-            f"{name} is conditional: it needs a context of shape (..., {width}), got None"
-        )
-    if context.dim() == 0 or context.shape[-1] != width:
-        raise ValueError(
-            f"{name} needs a context of shape (..., {width}), got {tuple(context.shape)}"
-        )
-    return context
-
-
-def _join(name: str, x: Tensor, width: int, context: Tensor | None) -> Tensor:
-    """``[x, context]`` along the last dimension, broadcasting the leading ones."""
-    context = _check_context(name, width, context)
-    if x.shape[:-1] != context.shape[:-1]:
-        batch = torch.broadcast_shapes(x.shape[:-1], context.shape[:-1])
-        x = x.expand(*batch, x.shape[-1])
-        context = context.expand(*batch, width)
-    return torch.cat((x, context), dim=-1)
-
-
-class MLP(nn.Sequential):
-    """Fully connected network ``in -> hidden... -> out`` with an activation between layers.
-
-    With ``context=C > 0`` the context is concatenated to the input, so the network computes
-    ``f([x, c])``.
-
-    Args:
-        in_features: Input width.
-        out_features: Output width.
-        hidden: Widths of the hidden layers.
-        activation: Activation class placed after every hidden layer.
-        context: Width ``C`` of the context vector (0: none).
-
-    Shapes: ``x (*, in_features)``, ``context (*, C)`` ``-> (*, out_features)``.
-
-    Example:
-        >>> import torch, exactflow as ef
-        >>> net = ef.nn.MLP(3, 4, hidden=(16,), context=2)
-        >>> net(torch.randn(5, 3), torch.randn(5, 2)).shape
-        torch.Size([5, 4])
-
-    """
-
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        hidden: Sequence[int] = (64, 64),
-        activation: type[nn.Module] = nn.ReLU,
-        context: int = 0,
-    ) -> None:
-        layers: list[nn.Module] = []
-        width = in_features + context
-        for h in hidden:
-            layers += [nn.Linear(width, h), activation()]
-            width = h
-        layers.append(nn.Linear(width, out_features))
-        super().__init__(*layers)
-        self.in_features = in_features
-        self.out_features = out_features
-        self.context = context
-
-    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        if self.context:
-            x = _join("MLP", x, self.context, context)
-        return super().forward(x)
-
-
-class _ResidualBlock(nn.Module):
-    """``h -> h + W₂ σ(W₁ σ(h))`` (pre-activation residual block; He et al. 2016)."""
-
-    def __init__(self, width: int, activation: type[nn.Module]) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            activation(), nn.Linear(width, width), activation(), nn.Linear(width, width)
-        )
-
-    def forward(self, h: Tensor) -> Tensor:
-        return h + self.net(h)
-
-
-class ResidualMLP(nn.Module):
-    """Fully connected network of residual blocks: ``in -> width -> blocks -> out``.
-
-    The input (with the context concatenated when ``context > 0``) is projected to ``hidden``
-    units, passed through ``blocks`` pre-activation residual blocks ``h + W₂ σ(W₁ σ(h))``, and
-    projected to the output. Skip connections keep deep conditioners trainable.
-
-    Args:
-        in_features: Input width.
-        out_features: Output width.
-        hidden: Width of the residual blocks.
-        blocks: Number of residual blocks.
-        context: Width ``C`` of the context vector (0: none).
-        activation: Activation class.
-
-    Shapes: ``x (*, in_features)``, ``context (*, C)`` ``-> (*, out_features)``.
-
-    Example:
-        >>> import torch, exactflow as ef
-        >>> net = ef.nn.ResidualMLP(3, 4, hidden=16, blocks=2)
-        >>> net(torch.randn(5, 3)).shape
-        torch.Size([5, 4])
-
-    """
-
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        hidden: int = 64,
-        blocks: int = 2,
-        context: int = 0,
-        activation: type[nn.Module] = nn.ReLU,
-    ) -> None:
-        super().__init__()
-        if blocks < 1:
-            raise ValueError(f"ResidualMLP: blocks must be >= 1, got {blocks}")
-        self.in_features = in_features
-        self.out_features = out_features
-        self.context = context
-        self.input = nn.Linear(in_features + context, hidden)
-        self.blocks = nn.Sequential(*(_ResidualBlock(hidden, activation) for _ in range(blocks)))
-        self.activation = activation()
-        self.output = nn.Linear(hidden, out_features)
-
-    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        if self.context:
-            x = _join("ResidualMLP", x, self.context, context)
-        return self.output(self.activation(self.blocks(self.input(x))))
+__all__ = ["MADE", "MaskedLinear"]
 
 
 class MaskedLinear(nn.Linear):
@@ -316,15 +178,13 @@ class MADE(nn.Module):
         Used to start a flow at the identity of its elementwise map; the hidden layers keep
         their random initialization, so gradients still reach them once the output moves.
         """
-        with torch.no_grad():
-            self.output.weight.zero_()
-            self.output.bias.copy_(params.to(self.output.bias).repeat(self.features))
+        zero_output(self.output, params)
 
     def embed(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Pre-activation of the first hidden layer, ``(*, hidden[0])``."""
         h = self.input(x)
         if self.context_in is not None:
-            h = h + self.context_in(_check_context("MADE", self.context, context))
+            h = h + self.context_in(check_context("MADE", self.context, context))
         return h
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
@@ -405,7 +265,7 @@ class MADE(nn.Module):
         h = [w_out.new_zeros(n, w.shape[0]) for w in weights]  # post-activations, sorted units
         from_context = None
         if self.context_in is not None:
-            c = _check_context("MADE", self.context, context)
+            c = check_context("MADE", self.context, context)
             from_context = self.context_in(c)[..., self._units0].expand(*batch, -1).reshape(n, -1)
         for g, i in enumerate(self._steps):  # x_i has degree g + 1: units of degree g are due
             for k, ends in enumerate(self._ends):

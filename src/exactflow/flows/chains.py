@@ -1,0 +1,103 @@
+"""Building blocks the presets share: argument checks and chains of layers that mix coordinates."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..transforms import (
+    Coupling,
+    ElementwiseMap,
+    Inverse,
+    LULinear,
+    MaskedAutoregressive,
+    Transform,
+)
+from ..transforms.coupling import coupling_mask
+
+__all__ = ["autoregressive_layers", "check_preset", "config_of", "coupling_layers"]
+
+_PERMUTATIONS = ("reverse", "random", "lu")
+
+
+def check_preset(name: str, features: int, transforms: int, permutation: str) -> None:
+    """Raise ``ValueError`` for a width or a step count below 1, or an unknown permutation."""
+    if features < 1 or transforms < 1:
+        raise ValueError(
+            f"{name}: features and transforms must be >= 1, got {features} and {transforms}"
+        )
+    if permutation not in _PERMUTATIONS:
+        raise ValueError(f"{name}: permutation must be one of {_PERMUTATIONS}, got {permutation!r}")
+
+
+def _chain(layers: list[Transform], features: int, permutation: str) -> list[Transform]:
+    """The layers, with a learnable LU linear map between consecutive ones for ``"lu"``."""
+    steps: list[Transform] = []
+    for k, layer in enumerate(layers):
+        if k and permutation == "lu":
+            steps.append(LULinear(features))
+        steps.append(layer)
+    return steps
+
+
+def coupling_layers(
+    map: ElementwiseMap,
+    features: int,
+    context: int,
+    transforms: int,
+    hidden: Sequence[int],
+    permutation: str,
+    residual: bool,
+    seed: int,
+) -> list[Transform]:
+    """Coupling layers whose transformed coordinates change from layer to layer.
+
+    ``"reverse"`` and ``"lu"`` swap the odd and even indices every layer; ``"random"`` draws a
+    random half per layer from ``seed``. (A permutation before a coupling layer only relabels
+    its fully connected conditioner's inputs, so the choice of mask is the whole of it.)
+    """
+    layers: list[Transform] = []
+    for k in range(transforms):
+        if permutation == "random":
+            mask = coupling_mask(features, "random", seed + k)
+        else:
+            mask = coupling_mask(features, "alternating") ^ (k % 2 == 1)
+        layers.append(Coupling(map, features, mask, hidden, context, residual=residual))
+    return _chain(layers, features, permutation)
+
+
+def autoregressive_layers(
+    map: ElementwiseMap,
+    features: int,
+    context: int,
+    transforms: int,
+    hidden: Sequence[int],
+    permutation: str,
+    residual: bool,
+    seed: int,
+    inverse: bool = False,
+) -> list[Transform]:
+    """Masked autoregressive layers whose order changes from layer to layer.
+
+    ``"reverse"`` and ``"lu"`` reverse the order every layer; ``"random"`` draws a random order
+    per layer from ``seed``. (Permuting the coordinates before a layer is the same as giving its
+    MADE permuted degrees, which costs nothing.) ``inverse`` wraps every layer in
+    :class:`~exactflow.transforms.Inverse`.
+    """
+    layers: list[Transform] = []
+    for k in range(transforms):
+        if permutation == "random":
+            order = torch.randperm(features, generator=torch.Generator().manual_seed(seed + k))
+            order = order + 1
+        else:
+            order = torch.arange(1, features + 1)
+            order = order.flip(0) if k % 2 == 1 else order
+        layer = MaskedAutoregressive(map, features, hidden, context, order=order, residual=residual)
+        layers.append(Inverse(layer) if inverse else layer)
+    return _chain(layers, features, permutation)
+
+
+def config_of(**kwargs: object) -> dict:
+    """The constructor keywords, as the JSON values they round-trip to."""
+    return {k: list(v) if isinstance(v, tuple | list) else v for k, v in kwargs.items()}
