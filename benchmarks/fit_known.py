@@ -148,7 +148,9 @@ def fit_target(target: Density, entropy: Entropy, settings: Settings) -> list[Ro
         torch.manual_seed(seed)
         flow = make(target.features, 0)
         start = time.perf_counter()
-        result = fit(flow, train, val, config(settings, steps), progress=False)
+        result = fit(
+            flow, ef.objectives.NLL(), train, config(settings, steps), val=val, progress=False
+        )
         seconds = time.perf_counter() - start
         q = log_q(result.flow, test)
         nll, nll_se = mean_se(-q)
@@ -228,7 +230,9 @@ def conditional_check(settings: Settings) -> tuple[str, dict[str, float]]:
     torch.manual_seed(settings.seed)
     flow = PRESETS["NSF (autoregressive)"](2, 1)
     start = time.perf_counter()
-    result = fit(flow, train, val, config(settings, settings.steps), progress=False)
+    result = fit(
+        flow, ef.objectives.NLL(), train, config(settings, settings.steps), val=val, progress=False
+    )
     seconds = time.perf_counter() - start
 
     grid = torch.linspace(-2, 2, settings.grid_points, dtype=torch.float64)

@@ -30,6 +30,13 @@ class Case:
         density: The flow ``Flow(make(), StandardNormal)`` is a proper density (the transform's
             codomain is the base's support), so it must integrate to one.
         covers: Other public names (elementwise maps, presets) this case exercises.
+        out_shape: Shape of one output event, for a shape-changing transform (``None``: the
+            same as ``event_shape``).
+        inverse: The transform has an inverse. ``False``: ``inverse`` must raise
+            ``NotImplementedError`` saying what to use instead, and the inverse checks are
+            skipped.
+        estimated: The transform's train-mode ``ladj`` is a stochastic estimate
+            (``exact_ladj=False``): it is checked for unbiasedness against the eval-mode value.
     """
 
     id: str
@@ -43,6 +50,18 @@ class Case:
     atol: float = 1e-8
     density: bool = True
     covers: tuple[str, ...] = ()
+    out_shape: tuple[int, ...] | None = None
+    inverse: bool = True
+    estimated: bool = False
+
+    @property
+    def y_shape(self) -> tuple[int, ...]:
+        """Shape of one output event (the inverse direction's input)."""
+        return self.event_shape if self.out_shape is None else self.out_shape
+
+    @property
+    def shape_changing(self) -> bool:
+        return self.y_shape != self.event_shape
 
 
 def build(case: Case, seed: int = 0) -> Transform:
@@ -70,7 +89,7 @@ def draw_y(case: Case, n: int, seed: int = 0) -> Tensor:
     torch.manual_seed(seed)
     if case.sample_y is not None:
         return case.sample_y(n).double()
-    return torch.randn((n, *case.event_shape), dtype=torch.float64)
+    return torch.randn((n, *case.y_shape), dtype=torch.float64)
 
 
 def draw_context(case: Case, n: int, seed: int = 0) -> Tensor | None:

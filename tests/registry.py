@@ -2,7 +2,9 @@
 
 Each family file under ``cases/`` lists its :class:`~casekit.Case` entries in ``CASES``. Adding a
 public transform means adding at least one case there; ``test_registry_covers_public_api`` fails
-otherwise.
+otherwise. A case declares what its transform can do with capability flags (``out_shape`` for a
+shape-changing step, ``inverse=False``, ``estimated=True``: see :class:`~casekit.Case`), and the
+suite adapts its checks to them.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ FAMILIES = (
     "elementwise",
     "linear",
     "normalization",
-    "planar",
+    "variational",
     "splines",
     "coupling",
     "autoregressive",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,15 +13,17 @@ import torch
 
 import exactflow as ef
 from exactflow import checkpoint
-from exactflow.checkpoint import build, load, save, standardized
+from exactflow.checkpoint import load, save
+from exactflow.data import Standardize
+from exactflow.registry import build
 
-from tinyflow import register, tiny
+from tinyflow import registered, tiny
 
 
 @pytest.fixture
-def preset(monkeypatch: pytest.MonkeyPatch) -> dict:
-    register(monkeypatch)
-    return {"preset": "Tiny", "kwargs": {"features": 3, "transforms": 2, "hidden": (8,)}}
+def preset() -> Iterator[dict]:
+    with registered():
+        yield {"name": "Tiny", "kwargs": {"features": 3, "transforms": 2, "hidden": (8,)}}
 
 
 def perturbed(flow: ef.Flow, seed: int = 0) -> ef.Flow:
@@ -64,7 +67,7 @@ def present_presets() -> list[str]:
 def test_round_trip_of_library_presets(tmp_path: Path, name: str) -> None:
     if name == "none":
         pytest.skip("exactflow.flows has no presets yet")
-    spec = {"preset": name, "kwargs": {"features": 3, "context": 0, "transforms": 2, "hidden": [8]}}
+    spec = {"name": name, "kwargs": {"features": 3, "context": 0, "transforms": 2, "hidden": [8]}}
     flow = perturbed(build(spec))
     loaded = load(save(tmp_path / "p.safetensors", flow, spec=spec)).flow
     x = torch.randn(8, 3)
@@ -79,7 +82,7 @@ def test_hand_built_flow_loads_into_a_given_flow(tmp_path: Path) -> None:
     assert loaded.flow is target and loaded.spec is None
     x = torch.randn(5, 2)
     assert torch.equal(target.log_prob(x), flow.log_prob(x))
-    with pytest.raises(ValueError, match="without a preset spec"):
+    with pytest.raises(ValueError, match="without a spec"):
         load(path)
 
 
@@ -143,7 +146,7 @@ def test_save_replaces_atomically_and_cleans_stale_temporaries(tmp_path: Path) -
 def test_standardized_log_prob_is_in_data_units(tmp_path: Path, preset: dict) -> None:
     base = perturbed(build(preset))
     mean, std = torch.tensor([10.0, -3.0, 0.5]), torch.tensor([4.0, 0.5, 2.0])
-    flow = standardized(base, mean, std)
+    flow = Standardize(mean, std).prepend(base)
     x = mean + std * torch.randn(7, 3)
     expected = base.log_prob((x - mean) / std) - std.log().sum()
     torch.testing.assert_close(flow.log_prob(x), expected)
@@ -155,10 +158,10 @@ def test_standardized_log_prob_is_in_data_units(tmp_path: Path, preset: dict) ->
 
 
 def test_standardized_rejects_bad_statistics() -> None:
-    with pytest.raises(ValueError, match=r"column\(s\) \[1\]"):
-        standardized(tiny(2), torch.zeros(2), torch.tensor([1.0, 0.0]))
+    with pytest.raises(ValueError, match=r"feature\(s\) \[2\]"):
+        Standardize(torch.zeros(2), torch.tensor([1.0, 0.0]))
     with pytest.raises(ValueError, match=r"shape \(2,\)"):
-        standardized(tiny(2), torch.zeros(3), torch.ones(3))
+        Standardize(torch.zeros(3), torch.ones(3)).prepend(tiny(2))
 
 
 # ---------------------------------------------------------------------------- errors
@@ -219,10 +222,10 @@ def test_plain_safetensors_file_is_rejected(tmp_path: Path) -> None:
 
 
 def test_unknown_preset(tmp_path: Path) -> None:
-    path = save(tmp_path / "m.safetensors", tiny(2), spec={"preset": "NoSuchFlow", "kwargs": {}})
-    with pytest.raises(ValueError, match="unknown preset 'NoSuchFlow'"):
+    path = save(tmp_path / "m.safetensors", tiny(2), spec={"name": "NoSuchFlow", "kwargs": {}})
+    with pytest.raises(ValueError, match="unknown model 'NoSuchFlow'"):
         load(path)
-    with pytest.raises(ValueError, match="unknown preset"):
+    with pytest.raises(ValueError, match="unknown model"):
         build({"preset": "__class__", "kwargs": {}})
 
 
@@ -259,6 +262,111 @@ def test_mismatched_architecture_leaves_the_flow_untouched(tmp_path: Path) -> No
     path = save(tmp_path / "m.safetensors", perturbed(tiny(2, transforms=3)))
     target = tiny(2, transforms=2)
     before = weights(target)
-    with pytest.raises(ValueError, match="does not fit this flow"):
+    with pytest.raises(ValueError, match="does not fit this model"):
         load(path, flow=target)
     assert same_weights(weights(target), before)
+
+
+# ---------------------------------------------------------------------------- any model, any spec
+
+
+@pytest.mark.parametrize("name", ef.registry.names())
+def test_every_registered_preset_round_trips_by_name(tmp_path: Path, name: str) -> None:
+    torch.manual_seed(0)
+    flow = perturbed(build({"name": name, "kwargs": {"features": 3, "transforms": 2}}))
+    spec = ef.registry.spec_of(flow)
+    assert spec is not None and spec["name"] == name
+    loaded = load(save(tmp_path / "p.safetensors", flow, spec=spec))
+    assert type(loaded.model) is type(flow) and loaded.spec == spec
+    x = torch.randn(4, 3)
+    assert torch.equal(loaded.model.log_prob(x), flow.eval().log_prob(x))
+
+
+def test_a_checkpoint_of_exactflow_0_1_still_loads(tmp_path: Path) -> None:
+    flow = perturbed(ef.flows.MAF(features=2, transforms=1, hidden=[8]))
+    legacy = {"preset": "MAF", "kwargs": flow.config, "standardize": False}
+    loaded = load(save(tmp_path / "old.safetensors", flow, spec=legacy))
+    x = torch.randn(3, 2)
+    assert torch.equal(loaded.model.log_prob(x), flow.eval().log_prob(x))
+
+
+class Scaler(torch.nn.Module):
+    """A model that is not a flow, rebuilt by name."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(width))
+        self.config = {"width": width}
+
+
+def test_any_registered_model_round_trips(tmp_path: Path) -> None:
+    ef.registry.register("Scaler", Scaler)
+    try:
+        model = Scaler(4)
+        with torch.no_grad():
+            model.weight.copy_(torch.arange(4.0))
+        path = save(tmp_path / "m.safetensors", model, spec=ef.registry.spec_of(model))
+        loaded = load(path)
+        assert isinstance(loaded.model, Scaler) and loaded.event_shape is None
+        assert torch.equal(loaded.model.weight, model.weight)
+    finally:
+        ef.registry.unregister("Scaler")
+
+
+def craft(path: Path, spec_json: str) -> Path:
+    """A checkpoint whose config holds ``spec_json`` verbatim, with a valid digest."""
+    tensors = {"model/w": torch.zeros(1)}
+    config = (
+        '{"context": 0, "dtype": "float32", "event_shape": [2], "format": "exactflow.checkpoint",'
+        f' "spec": {spec_json}, "state": {{}}, "version": 1}}'
+    )
+    digest = checkpoint._digest(config, tensors)
+    metadata = {"exactflow": config, "exactflow.sha256": digest}
+    path.write_bytes(safetensors.torch.save(tensors, metadata=metadata))
+    return path
+
+
+HOSTILE = {
+    "huge-hidden": ('{"name": "MAF", "kwargs": {"features": 2, "hidden": [1e7, 1e7]}}', "limit"),
+    "huge-hidden-int": (
+        '{"name": "MAF", "kwargs": {"features": 2, "hidden": [10000000, 10000000]}}',
+        "EXACTFLOW_MAX_PARAMETERS",
+    ),
+    "many-transforms": (
+        '{"name": "MAF", "kwargs": {"features": 2, "transforms": 1000000000}}',
+        "EXACTFLOW_MAX_LAYERS",
+    ),
+    "float-transforms": ('{"name": "MAF", "kwargs": {"features": 2, "transforms": 1e9}}', "limit"),
+    "list": ('"[]"', "model spec"),
+    "bare-list": ("[]", "model spec"),
+    "negative-hidden": ('{"name": "MAF", "kwargs": {"features": 2, "hidden": [-5]}}', "hidden"),
+    "nested-kwargs": ('{"name": "MAF", "kwargs": {"hidden": [[[8]]]}}', "flat list"),
+    "deep": (
+        '{"name": "MAF", "kwargs": {"hidden": ' + "[" * 100_000 + "]" * 100_000 + "}}",
+        "deep",
+    ),
+    "unknown-key": ('{"name": "MAF", "kwargs": {}, "code": "import os"}', "unknown key"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+def test_hostile_specs_are_one_line_errors_before_allocating(tmp_path: Path, case: str) -> None:
+    spec_json, words = HOSTILE[case]
+    path = craft(tmp_path / "m.safetensors", spec_json)
+    with pytest.raises(ValueError, match=words) as error:
+        load(path)
+    assert "\n" not in str(error.value)
+
+
+def test_oversized_checkpoint_is_refused_before_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "big.safetensors"
+    with open(path, "wb") as f:
+        f.truncate(20 * 2**30)  # sparse: 20 GB that take no disk
+    with pytest.raises(ValueError, match="EXACTFLOW_MAX_CHECKPOINT_BYTES"):
+        load(path)
+    monkeypatch.setenv("EXACTFLOW_MAX_CHECKPOINT_BYTES", "100")
+    small = save(tmp_path / "m.safetensors", tiny(2))
+    with pytest.raises(ValueError, match="limit of 100 bytes"):
+        load(small, tiny(2))

@@ -1,4 +1,4 @@
-"""The ``exactflow`` command, run in-process through :func:`exactflow.cli.main` on tiny settings.
+"""The ``exactflow`` command, run in-process through ``exactflow.cli.main.main`` on tiny settings.
 
 Good paths: fit (toy, table file, digits), eval, sample, plot, list, --resume. Bad inputs: each
 gives exit code 2, one line on stderr naming what is wrong, no traceback, and leaves the files it
@@ -22,11 +22,14 @@ import numpy as np
 import pytest
 
 from exactflow import data, flows
-from exactflow.cli import main
+from exactflow.cli.main import main
 
 SMALL = ["--n-train", "300", "--n-val", "100", "--n-test", "100"]
 TINY = ["--epochs", "2", "--transforms", "2", "--hidden", "16,16", "--no-progress"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# The smallest run worth the name (one epoch); shared by the test_cli_*.py modules.
+T = ["--n-train", "500", "--n-val", "100", "--n-test", "100", "--epochs", "1", "--hidden", "8",
+     "--transforms", "2", "--no-progress", "--no-plots"]  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -35,6 +38,12 @@ def run(capsys: pytest.CaptureFixture, *argv: object) -> tuple[int, str, str]:
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def fails(capsys: pytest.CaptureFixture, command: str, *argv: object) -> str:
+    """Run a command that must fail; its one error line."""
+    code, _, err = run(capsys, command, *argv)
+    return error_line(code, err, command)
 
 
 def quiet_main(*argv: object) -> tuple[int, str]:
@@ -108,7 +117,7 @@ def test_fit_moons_writes_the_run(moons_run: tuple[Path, str]) -> None:
     assert not [p.name for p in out.rglob(".*")], "temporary files left behind"
     assert "test NLL" in stdout and "nats" in stdout and "KL gap" in stdout
     record = json.loads((out / "run.json").read_text())
-    assert record["data"]["name"] == "moons" and record["flow"]["preset"] == "NSF"
+    assert record["data"]["name"] == "moons" and record["flow"]["name"] == "NSF"
     assert record["flow"]["kwargs"]["transforms"] == 2
     assert record["flow"]["kwargs"]["hidden"] == [16, 16]
     assert len(csv_rows(out / "metrics.csv")) == 2

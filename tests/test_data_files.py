@@ -85,7 +85,7 @@ def test_load_table_splits_and_catalog_path(tmp_path):
 def test_parquet(tmp_path):
     if importlib.util.find_spec("pyarrow") is None:
         (tmp_path / "t.parquet").write_bytes(b"PAR1")
-        with pytest.raises(ImportError, match="needs pyarrow"):
+        with pytest.raises(ValueError, match=r"t\.parquet: .*needs the pyarrow package"):
             data.read_table(tmp_path / "t.parquet")
         return
     import pyarrow as pa
@@ -105,8 +105,8 @@ def test_parquet(tmp_path):
 # --- tables: validation errors name the file, the row and the column ----------------------------
 
 BAD_TEXT = {
-    "nan": ("a,b,c\n1,2,3\n\n4,nan,6\n", r"line 4, column 2 \('b'\): non-finite value nan"),
-    "inf": ("1 2\n3 -inf\n", r"line 2, column 2: non-finite value -inf"),
+    "nan": ("a,b,c\n1,2,3\n\n4,nan,6\n", r"line 4, column 2 \('b'\) .*: non-finite value nan"),
+    "inf": ("1 2\n3 -inf\n", r"line 2, column 2 .*: non-finite value -inf"),
     "ragged": ("a,b,c\n1,2,3\n4,5\n", r"line 3 has 2 fields, expected 3 like line 2"),
     "ragged_long": ("1,2\n3,4\n5,6,7\n", r"line 3 has 3 fields, expected 2"),
     "header_width": ("a,b\n1,2,3\n", r"header \(line 1\) has 2 names but line 2 has 3 fields"),
@@ -154,7 +154,7 @@ def test_npy_validation_errors(tmp_path):
     values = np.ones((4, 3))
     values[1, 2] = np.inf
     np.save(tmp_path / "inf.npy", values)
-    with pytest.raises(ValueError, match=r"inf\.npy: row 2, column 3: non-finite value inf"):
+    with pytest.raises(ValueError, match=r"inf\.npy: row 2, column 3 .*: non-finite value inf"):
         data.read_table(tmp_path / "inf.npy")
     np.save(tmp_path / "text.npy", np.array([["1", "2"], ["3", "x"]]))
     with pytest.raises(
@@ -208,7 +208,7 @@ def test_power_checks_width_and_values(tmp_path):
     bad = np.ones((50, 8))
     bad[9, 4] = np.nan
     np.save(tmp_path / "data.npy", bad)
-    with pytest.raises(ValueError, match=r"row 10, column 5: non-finite value nan"):
+    with pytest.raises(ValueError, match=r"row 10, column 5 .*: non-finite value nan"):
         data.load_power(tmp_path)
     with pytest.raises(ValueError, match=r"power/data\.npy \(the MAF data layout\)"):
         data.load_power(tmp_path / "elsewhere")
@@ -247,7 +247,9 @@ def test_gas_from_npy_and_pickle_refusal(tmp_path):
     other = tmp_path / "pickled" / "gas"
     other.mkdir(parents=True)
     (other / "ethylene_CO.pickle").write_bytes(b"not read")
-    with pytest.raises(ValueError, match="unpickling can run arbitrary code.*allow_pickle=True"):
+    with pytest.raises(
+        ValueError, match="unpickling can run arbitrary code.*unsafe_allow_pickle=True"
+    ):
         data.load_gas(tmp_path / "pickled")
 
 
@@ -323,7 +325,7 @@ def test_bsds300_npy_and_hdf5(tmp_path):
     else:
         (folder / "BSDS300.hdf5").write_bytes(b"\x89HDF")
         with pytest.raises(
-            ImportError, match="needs h5py .*train.npy, validation.npy and test.npy"
+            ValueError, match="needs the h5py package .*train.npy, validation.npy and test.npy"
         ):
             data.load_bsds300(tmp_path)
     for k, v in arrays.items():

@@ -15,7 +15,11 @@ from exactflow.transforms.base import OpenInterval
 
 from registry import CASES, Case, build
 
-DENSITY_2D = [c for c in CASES if c.event_shape == (2,) and c.context == 0 and c.density]
+DENSITY_2D = [
+    c
+    for c in CASES
+    if c.event_shape == c.y_shape == (2,) and c.context == 0 and c.density and c.inverse
+]
 
 
 def _bounded(t: T.Transform) -> bool:
@@ -136,6 +140,28 @@ def test_distribution_view_without_context() -> None:
     assert flow.log_prob(torch.randn(2, 5, 3)).shape == (2, 5)
     x, logq = dist.sample_and_log_prob((6,))
     torch.testing.assert_close(logq, flow.log_prob(x))
+
+
+def test_unconditional_distribution_view_expands() -> None:
+    flow = ef.Flow(T.Affine(3), D.StandardNormal(3))
+    dist = flow().expand((4, 2))
+    assert dist.batch_shape == (4, 2) and dist.event_shape == (3,)
+    assert dist.sample((5,)).shape == (5, 4, 2, 3)
+    assert dist.rsample().shape == (4, 2, 3)
+    x = torch.randn(5, 4, 2, 3)
+    torch.testing.assert_close(dist.log_prob(x), flow.log_prob(x))
+    assert dist.log_prob(torch.randn(3)).shape == (4, 2)  # broadcast to the batch shape
+    assert Independent(dist, 2).log_prob(x).shape == (5,)
+    assert dist.expand((7, 4, 2)).batch_shape == (7, 4, 2)
+
+
+def test_checks_step_aside_under_a_tracer() -> None:
+    flow = ef.Flow(T.Affine(2), D.StandardNormal(2))
+    x = torch.tensor([[0.0, float("nan")], [1.0, 2.0]])
+    with pytest.raises(ValueError, match="non-finite"):
+        flow.log_prob(x)
+    traced = torch.func.vmap(flow.log_prob)(x)  # no bool(tensor) under vmap: no check
+    assert traced.isnan()[0] and traced[1].isfinite()
 
 
 def test_sample_with_single_and_batched_context() -> None:

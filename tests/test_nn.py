@@ -151,3 +151,48 @@ def test_mlp_without_context_is_a_plain_sequential() -> None:
 def test_residual_mlp_rejects_zero_blocks() -> None:
     with pytest.raises(ValueError, match="blocks must be >= 1"):
         ResidualMLP(3, 4, 8, blocks=0)
+
+
+@pytest.mark.parametrize("name", MADE_CONFIGS)
+def test_made_autoregress_under_vmap_matches_eager(name: str) -> None:
+    """Under ``vmap`` autoregress takes the trunk path (no in-place writes), same result."""
+    made = _made(MADE_CONFIGS[name])
+
+    def build(y: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        def solve(i: int, theta: torch.Tensor) -> torch.Tensor:  # x_i = θ_i0 + y_i
+            return theta[..., :1] + y[..., i : i + 1]
+
+        return made.autoregress(solve, y.shape[:-1], c)
+
+    y = torch.randn(4, made.features, dtype=torch.float64)
+    c = _context(made, 4)
+    with torch.no_grad():
+        eager = build(y, c)
+        mapped = torch.func.vmap(build, in_dims=(0, None if c is None else 0))(y, c)
+    torch.testing.assert_close(mapped, eager)
+
+
+# ------------------------------------------------------------------ ConvNet
+def test_convnet_shapes_and_context_broadcast() -> None:
+    net = ef.nn.ConvNet(2, 6, hidden=8, blocks=2, context=3)
+    assert net(torch.randn(5, 2, 4, 4), torch.randn(5, 3)).shape == (5, 6, 4, 4)
+    assert net(torch.randn(2, 4, 4), torch.randn(7, 1, 3)).shape == (7, 1, 6, 4, 4)
+    assert net(torch.randn(0, 2, 4, 4), torch.randn(3)).shape == (0, 6, 4, 4)
+    with pytest.raises(ValueError, match=r"context of shape \(\.\.\., 3\), got None"):
+        net(torch.randn(5, 2, 4, 4))
+    with pytest.raises(ValueError, match=r"expected input of shape \(\.\.\., 2, H, W\)"):
+        net(torch.randn(5, 3, 4, 4), torch.randn(5, 3))
+    with pytest.raises(ValueError, match="blocks >= 0"):
+        ef.nn.ConvNet(2, 6, blocks=-1)
+
+
+def test_convnet_context_changes_every_pixel_and_zero_output_is_constant() -> None:
+    torch.manual_seed(0)
+    net = ef.nn.ConvNet(1, 2, hidden=8, blocks=1, context=2)
+    x = torch.randn(1, 1, 5, 5)
+    a, b = net(x, torch.zeros(1, 2)), net(x, torch.ones(1, 2))
+    assert ((a - b).abs() > 0).all()
+    ef.nn.zero_output(net.output, torch.tensor([0.5, -1.0]))
+    out = net(torch.randn(3, 1, 5, 5), torch.randn(3, 2))
+    assert torch.equal(out[:, 0], torch.full((3, 5, 5), 0.5))
+    assert torch.equal(out[:, 1], torch.full((3, 5, 5), -1.0))

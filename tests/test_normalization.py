@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -85,6 +87,25 @@ def test_actnorm_rejects_a_single_row_for_initialization() -> None:
     t = T.ActNorm(3).train()
     with pytest.raises(ValueError, match="at least 2"):
         t(torch.randn(1, 3))
+
+
+def test_actnorm_initializes_finitely_on_huge_float32_data() -> None:
+    t = T.ActNorm(2).train()
+    x = 1e30 * (1 + torch.randn(64, 2, generator=torch.Generator().manual_seed(0)))
+    y, ladj = t(x)
+    assert torch.isfinite(t.log_scale).all() and torch.isfinite(t.shift).all()
+    assert torch.isfinite(y).all() and torch.isfinite(ladj).all()
+    assert y.std(0, correction=0).sub(1).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("bad", [math.inf, math.nan])
+def test_actnorm_refuses_to_initialize_on_non_finite_values(bad: float) -> None:
+    t = T.ActNorm(2).train()
+    x = torch.randn(8, 2)
+    x[3, 1] = bad
+    with pytest.raises(ValueError, match="cannot initialize"):
+        t(x)
+    assert not bool(t.initialized) and torch.equal(t.log_scale, torch.zeros(2))
 
 
 # ------------------------------------------------------------------ BatchNorm

@@ -1,19 +1,38 @@
-"""A stand-in preset for trainer and checkpoint tests: fast, and rebuilt by name like a preset."""
+"""A stand-in model for trainer and checkpoint tests: fast, and rebuilt by name like a preset."""
 
 from __future__ import annotations
 
-import pytest
+import contextlib
+from collections.abc import Iterator
 
 import exactflow as ef
 
 
-def tiny(features: int, context: int = 0, transforms: int = 2, hidden: tuple = (8,)) -> ef.Flow:
-    """Stacked elementwise affines, registered in ef.flows as ``Tiny`` by :func:`register`."""
-    steps = [ef.transforms.Affine(features) for _ in range(transforms)]
-    return ef.Flow(ef.transforms.Compose(steps), ef.distributions.StandardNormal(features))
+class Tiny(ef.Flow):
+    """Stacked elementwise affines; registered as ``Tiny`` by the :func:`registered` fixture."""
+
+    def __init__(
+        self, features: int, context: int = 0, transforms: int = 2, hidden: tuple = (8,)
+    ) -> None:
+        steps = [ef.transforms.Affine(features) for _ in range(transforms)]
+        super().__init__(ef.transforms.Compose(steps), ef.distributions.StandardNormal(features))
+        self.config = {
+            "features": features,
+            "context": context,
+            "transforms": transforms,
+            "hidden": list(hidden),
+        }
 
 
-def register(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make ``Tiny`` a preset name for the duration of one test."""
-    monkeypatch.setattr(ef.flows, "Tiny", tiny, raising=False)
-    monkeypatch.setattr(ef.flows, "__all__", [*ef.flows.__all__, "Tiny"])
+def tiny(features: int, context: int = 0, transforms: int = 2, hidden: tuple = (8,)) -> Tiny:
+    return Tiny(features, context, transforms, hidden)
+
+
+@contextlib.contextmanager
+def registered() -> Iterator[None]:
+    """``Tiny`` is a registered model name inside this context (through the public registry)."""
+    ef.registry.register("Tiny", Tiny)
+    try:
+        yield
+    finally:
+        ef.registry.unregister("Tiny")

@@ -9,8 +9,24 @@ Example:
 
 """
 
-from . import checkpoint, data, distributions, flow, flows, nn, train, transforms
-from .flow import Flow
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from . import (
+        checkpoint,
+        data,
+        distributions,
+        flow,
+        flows,
+        metrics,
+        nn,
+        objectives,
+        registry,
+        train,
+        transforms,
+    )
+    from .flow import Flow
 
 __all__ = [
     "Flow",
@@ -19,8 +35,28 @@ __all__ = [
     "distributions",
     "flow",
     "flows",
+    "metrics",
     "nn",
+    "objectives",
+    "registry",
     "train",
     "transforms",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """Import a submodule on first use: ``import exactflow`` stays fast and imports no torch.
+
+    The command line relies on it: a Ctrl-C while torch loads reaches its own handler (one line,
+    exit code 130) instead of interrupting the package's import with a traceback.
+    """
+    if name == "Flow":
+        return importlib.import_module(".flow", __name__).Flow
+    if name in __all__:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,18 +1,21 @@
-"""Checkpoints: a flow's weights, how to rebuild it, and its training state, in one safe file.
+"""Checkpoints: a model's weights, how to rebuild it, and its training state, in one safe file.
+
+This module is the file format only; :mod:`exactflow.registry` rebuilds models from their specs.
 
 Format
 ------
 A checkpoint is **one safetensors file** (conventionally ``*.safetensors``). Its tensors are
 
-* ``model/<name>`` — every entry of ``flow.state_dict()``;
+* ``model/<name>`` — every entry of ``model.state_dict()``;
 * ``state/<n>`` — every tensor found in the training state (optimizer moments, RNG states, ...).
 
 Its safetensors ``metadata`` (a string-to-string map stored in the file's JSON header) holds
 
-* ``exactflow`` — the JSON config: format name and version, the preset ``spec`` that rebuilds the
-  flow (``{"preset": "MAF", "kwargs": {...}, "standardize": false}``, or ``null`` for a hand-built
-  flow), ``dtype``, ``event_shape``, ``context``, and the training ``state`` as JSON in which each
-  tensor is replaced by a reference ``{"__tensor__": "state/<n>"}``;
+* ``exactflow`` — the JSON config: format name and version, the ``spec`` that rebuilds the model
+  (``{"name": "MAF", "kwargs": {...}}``, see :mod:`exactflow.registry`, or ``null`` for a
+  hand-built model), ``dtype``, ``event_shape`` and ``context`` (of a flow; ``null`` for other
+  models), and the training ``state`` as JSON in which each tensor is replaced by a reference
+  ``{"__tensor__": "state/<n>"}``;
 * ``exactflow.sha256`` — a digest of the config and of every tensor (name, dtype, shape, bytes).
 
 Python structures JSON cannot hold are spelled out: tuples as ``{"__tuple__": [...]}``, dicts with
@@ -20,29 +23,29 @@ non-string keys (an optimizer's per-parameter state) as ``{"__dict__": [[key, va
 non-finite floats as ``{"__float__": "inf"}``, so the JSON stays strict.
 
 Why one file: the weights and the config that describes them can never disagree, and a single
-atomic rename makes the whole checkpoint appear at once. :func:`save` writes a temporary file in the
-destination directory, flushes and fsyncs it, ``os.replace``-s it onto the final name and fsyncs the
-directory. A reader therefore sees either the previous checkpoint or the new one, whole, even if the
-writer is killed at any instant; the digest catches corruption that happens later (truncated copies,
+atomic rename makes the whole checkpoint appear at once (:func:`exactflow.atomic.write_atomic`).
+A reader therefore sees either the previous checkpoint or the new one, whole, even if the writer
+is killed at any instant; the digest catches corruption that happens later (truncated copies,
 flipped bits). A killed writer may leave its temporary ``.<name>.<random>.tmp`` behind; the next
 :func:`save` to the same name removes it.
 
 Loading parses the header and the raw tensor bytes with safetensors; nothing is ever unpickled.
-Every user-facing problem (missing file, truncated or corrupted file, unknown preset, mismatched
-model or data width) is a ``ValueError`` raised before anything is modified.
-
-Data standardization is part of the model: :func:`standardized` prepends a frozen elementwise
-:class:`~exactflow.transforms.Affine` ``x -> (x - mean) / std`` to a flow, so its ``log_prob`` is in
-the data's own units; ``spec["standardize"] = True`` records it and its mean and scale are saved
-with the weights.
+A file may come from anyone, so its size is checked before it is read (at most
+``EXACTFLOW_MAX_CHECKPOINT_BYTES``, default :data:`MAX_BYTES`) and its spec before the model is
+built (:func:`exactflow.registry.build`). Every problem (missing, truncated, oversized or
+corrupted file, unknown model, mismatched model or data width) is a one-line ``ValueError``
+raised before anything is modified.
 
 Example:
     >>> import tempfile, torch, exactflow as ef
     >>> from exactflow import checkpoint
-    >>> T = ef.transforms
-    >>> flow = ef.Flow(T.Compose([T.Affine(2)]), ef.distributions.StandardNormal(2))
-    >>> path = checkpoint.save(tempfile.mkdtemp() + "/model.safetensors", flow)
-    >>> restored = checkpoint.load(path, flow=flow).flow
+    >>> flow = ef.flows.MAF(features=2, transforms=1, hidden=[8])
+    >>> path = checkpoint.save(tempfile.mkdtemp() + "/model.safetensors", flow,
+    ...                        spec=ef.registry.spec_of(flow))
+    >>> restored = checkpoint.load(path).model
+    >>> x = torch.zeros(1, 2)
+    >>> bool(torch.equal(restored.log_prob(x), flow.eval().log_prob(x)))
+    True
 
 """
 
@@ -59,14 +62,16 @@ from typing import Any
 
 import safetensors.torch
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from . import flows as presets
+from . import registry
 from .atomic import temporaries, write_atomic
 from .flow import DTYPES, Flow, dtype_name, placement
-from .transforms import Affine, Compose
 
-__all__ = ["FORMAT_VERSION", "Checkpoint", "build", "load", "save", "standardized"]
+__all__ = ["FORMAT_VERSION", "MAX_BYTES", "Checkpoint", "load", "save"]
+
+MAX_BYTES = 8 * 2**30
+"""Default size limit of a checkpoint file to load (``EXACTFLOW_MAX_CHECKPOINT_BYTES``)."""
 
 FORMAT_VERSION = 1
 """Version of the checkpoint layout written by :func:`save`; :func:`load` reads up to this one."""
@@ -76,102 +81,6 @@ _CONFIG_KEY = "exactflow"
 _DIGEST_KEY = "exactflow.sha256"
 _MODEL = "model/"
 _STATE = "state/"
-
-
-# ---------------------------------------------------------------------------- model spec
-
-
-def standardized(flow: Flow, mean: Tensor, std: Tensor) -> Flow:
-    """Prepend the fixed standardization ``u = (x - mean) / std`` to a vector flow.
-
-    The step is an :class:`~exactflow.transforms.Affine` with ``log_scale = -log std`` and
-    ``shift = -mean / std`` whose parameters are frozen (``requires_grad=False``, so optimizers
-    built from trainable parameters leave them alone); its log-determinant ``-Σ_i log std_i``
-    makes the new flow's ``log_prob`` a density of ``x`` in the data's own units.
-
-    Args:
-        flow: A flow over vectors ``(*, D)``; its modules are shared, not copied.
-        mean: Per-feature mean ``(D,)``.
-        std: Per-feature standard deviation ``(D,)``, all positive and finite.
-
-    Returns:
-        A new :class:`~exactflow.Flow` with transform ``Compose([standardize, flow.transform])``
-        and the same base.
-
-    Example:
-        >>> import torch, exactflow as ef
-        >>> T = ef.transforms
-        >>> flow = ef.Flow(T.Compose([T.Affine(2)]), ef.distributions.StandardNormal(2))
-        >>> x = 10 + 3 * torch.randn(100, 2)
-        >>> flow = standardized(flow, x.mean(0), x.std(0))
-
-    """
-    if flow.transform.event_ndim != 1:
-        raise ValueError(
-            "standardized: only flows over vectors (event_ndim 1) are supported, got"
-            f" event_ndim {flow.transform.event_ndim}"
-        )
-    features = flow.features
-    mean = torch.as_tensor(mean).detach()
-    std = torch.as_tensor(std).detach()
-    for name, value in (("mean", mean), ("std", std)):
-        if tuple(value.shape) != (features,):
-            raise ValueError(
-                f"standardized: {name} must have shape ({features},), got {tuple(value.shape)}"
-            )
-        if not bool(torch.isfinite(value).all()):
-            raise ValueError(f"standardized: {name} has non-finite entries: {value.tolist()}")
-    bad = (std <= 0).nonzero().flatten().tolist()
-    if bad:
-        raise ValueError(
-            f"standardized: std must be positive, got {std[bad].tolist()} in column(s) {bad}"
-            " (a constant column has no density; drop it or add noise)"
-        )
-    dtype, device = placement(flow)
-    affine = Affine(features).to(dtype=dtype, device=device)
-    mean, std = mean.to(torch.float64), std.to(torch.float64)
-    with torch.no_grad():
-        affine.log_scale.copy_(-std.log())
-        affine.shift.copy_(-mean / std)
-    affine.requires_grad_(False)
-    return Flow(Compose([affine, flow.transform]), flow.base, validate=flow.validate)
-
-
-def build(spec: Mapping[str, Any]) -> Flow:
-    """Rebuild a flow from its spec: ``getattr(ef.flows, spec["preset"])(**spec["kwargs"])``.
-
-    Args:
-        spec: ``{"preset": name, "kwargs": {...}}``, optionally with ``"standardize": True``
-            (wrap the preset in :func:`standardized`; the statistics are placeholders that a
-            checkpoint's weights overwrite).
-
-    Returns:
-        The freshly initialized flow, as the preset builds it.
-
-    """
-    if not isinstance(spec, Mapping):
-        raise TypeError(
-            f"spec must be a mapping with 'preset' and 'kwargs', got {type(spec).__name__}"
-        )
-    name = spec.get("preset")
-    known = sorted(presets.__all__)
-    if not isinstance(name, str) or name not in known:
-        raise ValueError(
-            f"unknown preset {name!r} in the flow spec; exactflow.flows provides {known}"
-        )
-    kwargs = spec.get("kwargs", {})
-    if not isinstance(kwargs, Mapping):
-        raise ValueError(f"spec['kwargs'] must be a mapping, got {type(kwargs).__name__}")
-    try:
-        flow = getattr(presets, name)(**kwargs)
-    except TypeError as error:
-        raise ValueError(f"preset {name} rejected the kwargs {dict(kwargs)}: {error}") from error
-    if not isinstance(flow, Flow):
-        raise ValueError(f"preset {name} returned {type(flow).__name__}, not an exactflow Flow")
-    if spec.get("standardize", False):
-        d = flow.features
-        flow = standardized(flow, torch.zeros(d), torch.ones(d))
-    return flow
 
 
 # ---------------------------------------------------------------------------- nested state codec
@@ -230,8 +139,8 @@ def _decode(value: Any, tensors: Mapping[str, Tensor]) -> Any:
 def _encode_spec(spec: Mapping[str, Any] | None) -> Any:
     if spec is None:
         return None
-    if not isinstance(spec, Mapping) or not isinstance(spec.get("preset"), str):
-        raise TypeError(f"spec must be a mapping with a 'preset' name and 'kwargs', got {spec!r}")
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("name", spec.get("preset")), str):
+        raise TypeError(f"spec must be a mapping with a 'name' and 'kwargs', got {spec!r}")
     stray: dict[str, Tensor] = {}
     encoded = _encode(dict(spec), stray, "spec")
     if stray:
@@ -254,7 +163,7 @@ def _digest(config_text: str, tensors: Mapping[str, Tensor]) -> str:
 
 def save(
     path: str | os.PathLike,
-    flow: Flow,
+    model: nn.Module,
     *,
     spec: Mapping[str, Any] | None = None,
     state: Mapping[str, Any] | None = None,
@@ -265,33 +174,36 @@ def save(
 
     Args:
         path: Destination file (its directory is created if needed).
-        flow: The flow whose ``state_dict`` is saved.
-        spec: ``{"preset": name, "kwargs": {...}, "standardize": bool}`` to rebuild the flow with
-            :func:`build`; ``None`` for a hand-built flow (then :func:`load` needs ``flow=``).
+        model: The model whose ``state_dict`` is saved (a :class:`~exactflow.Flow` or any
+            module a registered constructor builds).
+        spec: ``{"name": ..., "kwargs": {...}}`` to rebuild the model with
+            :func:`exactflow.registry.build` (:func:`exactflow.registry.spec_of` gives it);
+            ``None`` for a hand-built model (then :func:`load` needs ``model``).
         state: Training state: nested dicts/lists/tuples of tensors, numbers, strings and None.
 
     Returns:
         The path written.
 
     """
-    if not isinstance(flow, Flow):
-        raise TypeError(f"save: flow must be an exactflow Flow, got {type(flow).__name__}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"save: model must be a torch.nn.Module, got {type(model).__name__}")
     path = Path(path)
     try:
-        saved_dtype = dtype_name(placement(flow)[0])
+        saved_dtype = dtype_name(placement(model)[0])
     except ValueError as error:
         raise ValueError(f"save: {error}") from None
     tensors: dict[str, Tensor] = {
-        _MODEL + k: v.detach().to("cpu").contiguous().clone() for k, v in flow.state_dict().items()
+        _MODEL + k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()
     }
     encoded_state = _encode(dict(state or {}), tensors, "state")
+    flow = isinstance(model, Flow)
     config = {
         "format": _FORMAT,
         "version": FORMAT_VERSION,
         "spec": _encode_spec(spec),
         "dtype": saved_dtype,
-        "event_shape": list(flow.event_shape),
-        "context": flow.context,
+        "event_shape": list(model.event_shape) if flow else None,
+        "context": model.context if flow else None,
         "state": encoded_state,
     }
     config_text = json.dumps(config, allow_nan=False, sort_keys=True)
@@ -314,26 +226,33 @@ class Checkpoint:
 
     Attributes:
         path: The file it was read from.
-        flow: The flow with the saved weights, in the saved dtype.
-        spec: The preset spec it was saved with (``None`` for a hand-built flow).
+        model: The model with the saved weights, in the saved dtype (also :attr:`flow`).
+        spec: The spec it was saved with (``None`` for a hand-built model).
         dtype: ``"float32"`` or ``"float64"``.
-        event_shape: Shape of one data point.
-        context: Context width.
+        event_shape: Shape of one data point (``None`` for a model that is not a flow).
+        context: Context width (``None`` for a model that is not a flow).
         state: The training state, tensors restored (empty if none was saved).
 
     """
 
     path: Path
-    flow: Flow
+    model: nn.Module
     spec: dict | None
     dtype: str
-    event_shape: tuple[int, ...]
-    context: int
+    event_shape: tuple[int, ...] | None
+    context: int | None
     state: dict = field(default_factory=dict)
+
+    @property
+    def flow(self) -> nn.Module:
+        """:attr:`model` (the name used for flows)."""
+        return self.model
 
     def check_data(self, x: Tensor, context: Tensor | None = None, name: str = "data") -> None:
         """Raise ``ValueError`` unless ``x`` and ``context`` have the widths the model expects."""
         event = self.event_shape
+        if event is None:
+            return
         if x.dim() < len(event) or tuple(x.shape[x.dim() - len(event) :]) != event:
             raise ValueError(
                 f"the checkpoint {self.path} models points of shape {event} but {name} has shape"
@@ -351,6 +270,15 @@ def _corrupt(path: Path, why: str) -> ValueError:
     return ValueError(f"{path} is not a readable exactflow checkpoint: {why}")
 
 
+def _json(text: str | bytes, path: Path, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise _corrupt(path, f"its {what} is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise _corrupt(path, f"its {what} is not valid JSON ({error})") from None
+
+
 def _read(path: Path) -> tuple[dict, dict[str, Tensor]]:
     """Parse and verify a checkpoint file: ``(config, tensors)``."""
     if path.is_dir():
@@ -359,26 +287,38 @@ def _read(path: Path) -> tuple[dict, dict[str, Tensor]]:
         )
     if not path.is_file():
         raise ValueError(f"no checkpoint at {path}: the file does not exist")
+    size, limit = path.stat().st_size, registry.limit("EXACTFLOW_MAX_CHECKPOINT_BYTES", MAX_BYTES)
+    if size > limit:
+        raise ValueError(
+            f"{path} has {size} bytes, over the checkpoint size limit of {limit} bytes; set"
+            " EXACTFLOW_MAX_CHECKPOINT_BYTES to raise it"
+        )
     raw = path.read_bytes()
     if len(raw) < 8:
         raise _corrupt(path, f"the file is truncated ({len(raw)} bytes)")
     header_size = int.from_bytes(raw[:8], "little")
     if 8 + header_size > len(raw):
         raise _corrupt(path, "the file is truncated (its header runs past the end)")
+    header = _json(raw[8 : 8 + header_size], path, "header")
+    if not isinstance(header, dict):
+        raise _corrupt(path, "its header is not a JSON object")
+    metadata = header.get("__metadata__") or {}
     try:
-        header = json.loads(raw[8 : 8 + header_size])
-        metadata = header.get("__metadata__") or {}
         tensors = safetensors.torch.load(raw)
     except Exception as error:  # safetensors signals every malformation with its own class
-        raise _corrupt(path, f"the safetensors data is malformed or truncated ({error})") from error
-    if _CONFIG_KEY not in metadata or _DIGEST_KEY not in metadata:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise _corrupt(
+            path, f"the safetensors data is malformed or truncated ({message})"
+        ) from None
+    if not isinstance(metadata, dict) or _CONFIG_KEY not in metadata or _DIGEST_KEY not in metadata:
         raise _corrupt(path, "it is a safetensors file without exactflow metadata")
     config_text = metadata[_CONFIG_KEY]
     if _digest(config_text, tensors) != metadata[_DIGEST_KEY]:
         raise _corrupt(path, "its checksum does not match (the file is corrupted)")
-    config = json.loads(config_text)
-    if config.get("format") != _FORMAT:
-        raise _corrupt(path, f"unknown format {config.get('format')!r}")
+    config = _json(config_text, path, "config")
+    if not isinstance(config, dict) or config.get("format") != _FORMAT:
+        format_name = config.get("format") if isinstance(config, dict) else config
+        raise _corrupt(path, f"unknown format {format_name!r}")
     version = config.get("version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ValueError(
@@ -388,45 +328,63 @@ def _read(path: Path) -> tuple[dict, dict[str, Tensor]]:
     return config, tensors
 
 
-def _check_weights(flow: Flow, weights: Mapping[str, Tensor], path: Path) -> None:
-    """Raise ``ValueError`` unless ``weights`` fit ``flow`` exactly (names and shapes)."""
-    expected = flow.state_dict()
+def _check_weights(model: nn.Module, weights: Mapping[str, Tensor], path: Path) -> None:
+    """Raise ``ValueError`` unless ``weights`` fit ``model`` exactly (names and shapes)."""
+    expected = model.state_dict()
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
     if missing or unexpected:
         raise ValueError(
-            f"the checkpoint {path} does not fit this flow: missing {missing[:5]}"
+            f"the checkpoint {path} does not fit this model: missing {missing[:5]}"
             f"{' ...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
             f"{' ...' if len(unexpected) > 5 else ''}"
         )
     for name, value in weights.items():
         if tuple(value.shape) != tuple(expected[name].shape):
             raise ValueError(
-                f"the checkpoint {path} does not fit this flow: {name} has shape"
+                f"the checkpoint {path} does not fit this model: {name} has shape"
                 f" {tuple(value.shape)} in the checkpoint but {tuple(expected[name].shape)} in the"
-                " flow"
+                " model"
             )
 
 
-def load(path: str | os.PathLike, flow: Flow | None = None) -> Checkpoint:
+def _shape(value: object, path: Path) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value
+    ):
+        raise _corrupt(path, f"its event_shape is not a list of sizes: {value!r}")
+    return tuple(value)
+
+
+def load(
+    path: str | os.PathLike, model: nn.Module | None = None, *, flow: nn.Module | None = None
+) -> Checkpoint:
     """Read a checkpoint written by :func:`save`.
 
-    The file is verified in full (structure, checksum, version, that the weights fit the flow)
-    before anything is modified, so a failed load leaves ``flow`` untouched.
+    The file is verified in full (size, structure, checksum, version, that the weights fit the
+    model) before anything is modified, so a failed load leaves ``model`` untouched.
 
     Args:
         path: The checkpoint file.
-        flow: Load the weights into this flow (converted to the saved dtype) instead of
-            rebuilding the flow from the saved spec. Required for a checkpoint saved without one.
+        model: Load the weights into this model (converted to the saved dtype) instead of
+            rebuilding it from the saved spec. Required for a checkpoint saved without one.
+        flow: The same as ``model`` (the name exactflow 0.1 used).
 
     Returns:
-        The :class:`Checkpoint`, its flow in eval mode.
+        The :class:`Checkpoint`, its model in eval mode.
 
     Raises:
-        ValueError: The file is missing, truncated or corrupted, names an unknown preset, was
-            written by a newer exactflow, or its weights do not fit ``flow``.
+        ValueError: The file is missing, too large, truncated or corrupted, its spec is unknown
+            or beyond the size limits, it was written by a newer exactflow, or its weights do
+            not fit ``model``.
 
     """
+    if flow is not None:
+        if model is not None:
+            raise TypeError("load: pass the model once (model= or its old name flow=)")
+        model = flow
     path = Path(path)
     config, tensors = _read(path)
     weights = {k[len(_MODEL) :]: v for k, v in tensors.items() if k.startswith(_MODEL)}
@@ -434,30 +392,38 @@ def load(path: str | os.PathLike, flow: Flow | None = None) -> Checkpoint:
         state = _decode(config["state"], tensors)
         spec = _decode(config["spec"], {})
         dtype = config["dtype"]
-        event_shape, context = tuple(config["event_shape"]), int(config["context"])
-    except (KeyError, TypeError) as error:
-        raise _corrupt(path, f"its config is incomplete (missing or malformed {error})") from error
+        event_shape, context = _shape(config["event_shape"], path), config["context"]
+    except (KeyError, TypeError, AttributeError) as error:
+        raise _corrupt(path, f"its config is incomplete (missing or malformed {error})") from None
+    except RecursionError:
+        raise _corrupt(path, "its config is nested too deeply") from None
     if dtype not in DTYPES:
         raise _corrupt(path, f"unknown dtype {dtype!r}")
-    if flow is None:
+    if context is not None and (isinstance(context, bool) or not isinstance(context, int)):
+        raise _corrupt(path, f"its context width is not an integer: {context!r}")
+    if model is None:
         if spec is None:
             raise ValueError(
-                f"the checkpoint {path} was saved without a preset spec, so it cannot rebuild its"
-                " flow; build the same flow and pass it: load(path, flow=...)"
+                f"the checkpoint {path} was saved without a spec, so it cannot rebuild its"
+                " model; build the same model and pass it: load(path, model)"
             )
-        flow = build(spec)
-    if (tuple(flow.event_shape), flow.context) != (event_shape, context):
-        raise ValueError(
-            f"the checkpoint {path} models points of shape {event_shape} with a context of width"
-            f" {context}, but it is used with points of shape {tuple(flow.event_shape)} and a"
-            f" context of width {flow.context}"
-        )
-    _check_weights(flow, weights, path)
-    flow.to(DTYPES[dtype])
-    flow.load_state_dict(weights)
+        try:
+            model = registry.build(spec)
+        except ValueError as error:
+            raise ValueError(f"the checkpoint {path} cannot rebuild its model: {error}") from None
+    if isinstance(model, Flow) and event_shape is not None:
+        if (tuple(model.event_shape), model.context) != (event_shape, context):
+            raise ValueError(
+                f"the checkpoint {path} models points of shape {event_shape} with a context of"
+                f" width {context}, but it is used with points of shape"
+                f" {tuple(model.event_shape)} and a context of width {model.context}"
+            )
+    _check_weights(model, weights, path)
+    model.to(DTYPES[dtype])
+    model.load_state_dict(weights)
     return Checkpoint(
         path=path,
-        flow=flow.eval(),
+        model=model.eval(),
         spec=spec,
         dtype=dtype,
         event_shape=event_shape,

@@ -72,18 +72,26 @@ class BaseDistribution(nn.Module):
 
 
 class StandardNormal(BaseDistribution):
-    """Standard normal ``N(0, I)`` over events of shape ``event_shape`` (no parameters).
+    """Standard normal ``N(0, I)`` over events of any shape ``event_shape`` (no parameters).
+
+    ``log p(z) = -(|z|² + n log 2π) / 2`` with ``n`` the number of entries of one event.
+
+    Shapes: ``z (*B, *event_shape) -> (*B)``.
 
     Example:
         >>> import exactflow as ef
         >>> ef.distributions.StandardNormal(2).rsample((3,)).shape
         torch.Size([3, 2])
+        >>> normal = ef.distributions.StandardNormal((2, 4, 4))
+        >>> normal.log_prob(normal.rsample((5,))).shape
+        torch.Size([5])
 
     """
 
     def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        flat = z.flatten(z.dim() - len(self.event_shape)) if len(self.event_shape) > 1 else z
-        return -0.5 * (flat.square().sum(-1) + flat.shape[-1] * _LOG_2PI)
+        n = len(self.event_shape)
+        square = z.square().sum(dim=tuple(range(-n, 0))) if n else z.square()
+        return -0.5 * (square + self.event_shape.numel() * _LOG_2PI)
 
     def rsample(self, shape: ShapeLike, context: Tensor | None = None) -> Tensor:
         return self._noise(shape)

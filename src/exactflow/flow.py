@@ -14,7 +14,8 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, constraints
 
 from .distributions import BaseDistribution, ShapeLike, as_shape
-from .transforms.base import Transform
+from .numerics import tracing
+from .transforms.base import Transform, sum_events
 
 __all__ = ["DTYPES", "Flow", "FlowDistribution", "dtype_name", "placement"]
 
@@ -56,7 +57,13 @@ class Flow(nn.Module):
 
     Shapes follow ``torch.distributions``: a context ``(*B, C)`` gives batch shape ``B``;
     ``log_prob`` takes ``(*S, *B, *event)`` (broadcasting) and returns ``(*S, *B)``;
-    ``sample(S)`` returns ``(*S, *B, *event)``.
+    ``sample(S)`` returns ``(*S, *B, *event)``. The data's event shape is the base's, mapped back
+    through the transform (``transform.inverse_shape(base.event_shape)``), so an image flow
+    whose steps flatten ``(C, H, W)`` to ``(D,)`` has a base over ``(D,)`` and events
+    ``(C, H, W)``.
+
+    Input checks run on direct calls only: under ``torch.compile``, ``torch.export`` and
+    ``torch.func`` transforms (:func:`exactflow.numerics.tracing`) they are skipped.
 
     Args:
         transform: The data -> base transform (usually a :class:`~exactflow.transforms.Compose`).
@@ -81,19 +88,29 @@ class Flow(nn.Module):
             raise TypeError(f"Flow: transform must be a Transform, got {type(transform).__name__}")
         if not isinstance(base, BaseDistribution):
             raise TypeError(f"Flow: base must be a BaseDistribution, got {type(base).__name__}")
-        if len(base.event_shape) != transform.event_ndim:
+        # Base events with more dimensions than the transform writes: its ladj has the extra
+        # ones, summed away in log_prob.
+        self._extra = len(base.event_shape) - transform.event_ndim_out
+        if self._extra < 0:
             raise ValueError(
                 f"Flow: the base has events of shape {tuple(base.event_shape)} but the transform"
-                f" acts on {transform.event_ndim} trailing dimension(s)"
+                f" outputs events of {transform.event_ndim_out} dimension(s)"
             )
+        try:
+            self._event_shape = transform.inverse_shape(base.event_shape)
+        except ValueError as error:
+            raise ValueError(
+                f"Flow: the transform does not fit the base's event shape"
+                f" {tuple(base.event_shape)}: {error}"
+            ) from None
         self.transform = transform
         self.base = base
         self.validate = validate
 
     @property
     def event_shape(self) -> torch.Size:
-        """Shape of one data point."""
-        return self.base.event_shape
+        """Shape of one data point: ``transform.inverse_shape(base.event_shape)``."""
+        return self._event_shape
 
     @property
     def features(self) -> int:
@@ -147,7 +164,7 @@ class Flow(nn.Module):
                 f"this flow is conditional: it needs context= of shape (..., {self.context}),"
                 " got None"
             )
-        if self.validate:
+        if self.validate and not tracing():
             self._check_tensor("context", context, (self.context,))
         return context
 
@@ -156,7 +173,7 @@ class Flow(nn.Module):
         """Exact log density ``log p(x | context)``; shape ``(*batch)``."""
         context = self._prepare_context(context)
         event = tuple(self.event_shape)
-        if self.validate:
+        if self.validate and not tracing():
             self._check_tensor("x", x, event)
             domain = self.transform.domain
             # Finite values are real numbers: only a narrower domain needs a second pass.
@@ -172,7 +189,7 @@ class Flow(nn.Module):
             x = x.expand(batch + self.event_shape)
             context = context.expand(batch + context.shape[-1:])
         z, ladj = self.transform(x, context)
-        return self.base.log_prob(z, context) + ladj
+        return self.base.log_prob(z, context) + sum_events(ladj, self._extra)
 
     # ------------------------------------------------------------------ sampling
     def _sample_context(self, shape: ShapeLike, context: Tensor | None) -> tuple:
@@ -201,7 +218,7 @@ class Flow(nn.Module):
         shape, context = self._sample_context(shape, context)
         z = self.base.rsample(shape, context)
         x, ladj = self.transform.inverse(z, context)
-        return x, self.base.log_prob(z, context) - ladj
+        return x, self.base.log_prob(z, context) - sum_events(ladj, self._extra)
 
     def sample_and_log_prob(
         self, shape: ShapeLike = (), context: Tensor | None = None
@@ -211,7 +228,7 @@ class Flow(nn.Module):
             shape, context = self._sample_context(shape, context)
             z = self.base.sample(shape, context)
             x, ladj = self.transform.inverse(z, context)
-            return x, self.base.log_prob(z, context) - ladj
+            return x, self.base.log_prob(z, context) - sum_events(ladj, self._extra)
 
     def forward(self, context: Tensor | None = None) -> FlowDistribution:
         """A ``torch.distributions.Distribution`` view of this flow (conditioned on ``context``)."""
@@ -222,46 +239,64 @@ class FlowDistribution(Distribution):
     """A :class:`Flow` seen as a ``torch.distributions.Distribution``.
 
     With a context of shape ``(*B, C)``, ``batch_shape == B`` and ``event_shape`` is the flow's.
-    Works wherever torch expects a distribution (``Independent``, ``kl`` by sampling, Pyro-style
-    ``log_prob``/``rsample``). Built by calling the flow: ``flow(context)``.
+    An unconditional flow has ``batch_shape == ()`` until :meth:`expand` gives it one (Pyro's
+    plates do): then its draws are independent over ``B`` and ``log_prob`` broadcasts to
+    ``B``. Works wherever torch expects a distribution (``Independent``, ``kl`` by sampling,
+    Pyro-style ``log_prob``/``rsample``). Built by calling the flow: ``flow(context)``.
+
+    Example:
+        >>> import torch, exactflow as ef
+        >>> d = ef.flows.MAF(features=2, transforms=1)().expand((3,))
+        >>> d.sample((5,)).shape, d.log_prob(torch.zeros(2)).shape
+        (torch.Size([5, 3, 2]), torch.Size([3]))
+
     """
 
     arg_constraints: dict = {}  # noqa: RUF012  (torch reads this class attribute)
     has_rsample = True
 
-    def __init__(self, flow: Flow, context: Tensor | None = None) -> None:
+    def __init__(
+        self, flow: Flow, context: Tensor | None = None, batch_shape: ShapeLike = ()
+    ) -> None:
         if context is not None:
             context = flow._prepare_context(context)
+            batch_shape = context.shape[:-1]
         elif flow.context:
             flow._prepare_context(None)  # raises the "needs a context" error
         self.flow = flow
         self.context = context
-        batch_shape = context.shape[:-1] if context is not None else torch.Size()
-        super().__init__(batch_shape, flow.event_shape, validate_args=False)
+        super().__init__(as_shape(batch_shape), flow.event_shape, validate_args=False)
 
     @property
     def support(self) -> constraints.Constraint:
         return constraints.independent(self.flow.transform.domain, len(self.event_shape))
 
+    def _shape(self, sample_shape: ShapeLike) -> torch.Size:
+        """Sample shape for the flow: an expanded unconditional flow draws ``(*S, *B)`` points."""
+        shape = as_shape(sample_shape)
+        return shape + self.batch_shape if self.context is None else shape
+
+    def _broadcast(self, log_prob: Tensor) -> Tensor:
+        if self.context is not None or not self.batch_shape:
+            return log_prob
+        return log_prob.expand(torch.broadcast_shapes(log_prob.shape, self.batch_shape))
+
     def log_prob(self, value: Tensor) -> Tensor:
-        return self.flow.log_prob(value, self.context)
+        return self._broadcast(self.flow.log_prob(value, self.context))
 
     def rsample(self, sample_shape: ShapeLike = torch.Size()) -> Tensor:  # noqa: B008
-        return self.flow.rsample(sample_shape, self.context)
+        return self.flow.rsample(self._shape(sample_shape), self.context)
 
     def sample(self, sample_shape: ShapeLike = torch.Size()) -> Tensor:  # noqa: B008
-        return self.flow.sample(sample_shape, self.context)
+        return self.flow.sample(self._shape(sample_shape), self.context)
 
     def sample_and_log_prob(self, sample_shape: ShapeLike = torch.Size()) -> tuple:  # noqa: B008
-        return self.flow.sample_and_log_prob(sample_shape, self.context)
+        return self.flow.sample_and_log_prob(self._shape(sample_shape), self.context)
 
     def expand(self, batch_shape: ShapeLike, _instance: object = None) -> FlowDistribution:
         batch_shape = as_shape(batch_shape)
         if self.context is None:
-            raise NotImplementedError(
-                "an unconditional flow has no batch shape to expand; wrap it in"
-                " torch.distributions.Independent or sample with a larger sample_shape"
-            )
+            return FlowDistribution(self.flow, batch_shape=batch_shape)
         context = self.context.expand(batch_shape + self.context.shape[-1:])
         return FlowDistribution(self.flow, context)
 

@@ -12,6 +12,13 @@
 * :class:`Standardize` (with its log-Jacobian), :func:`dequantize`, :func:`bits_per_dim`,
   :func:`loader` (minibatches of in-memory tensors).
 
+Every loader checks its options (type and range) and its files before using them, reads tables
+in float64 and converts to the requested ``dtype`` only after checking that the values fit it,
+refuses to build more than ``EXACTFLOW_MAX_DATA_BYTES`` (default 4 GiB; see
+:mod:`exactflow.data.checks`), and never unpickles unless ``load_gas`` is called directly with
+``unsafe_allow_pickle=True``. Each problem is one ``ValueError``/``TypeError`` naming the file,
+row and column.
+
 Example:
     >>> from exactflow import data
     >>> ds = data.load("8gaussians", n_train=500, n_val=100, n_test=100)
@@ -24,7 +31,7 @@ from .catalog import from_density, list_datasets, load
 from .dataset import Dataset, split_rows
 from .density import Density, Entropy, grid_entropy, monte_carlo_entropy
 from .images import FASHION_MNIST_DIR, bits_per_dim, dequantize, load_digits, load_mnist, read_idx
-from .loader import Batches, loader
+from .loader import Batches, BatchSource, epoch_generator, loader
 from .mixtures import GaussianMixtureDensity, eight_gaussians, gaussian_mixture
 from .standardize import Standardize
 from .tables import Table, load_table, read_table
@@ -43,6 +50,7 @@ from .uci import load_bsds300, load_gas, load_hepmass, load_miniboone, load_powe
 
 __all__ = [
     "FASHION_MNIST_DIR",
+    "BatchSource",
     "Batches",
     "CheckerboardDensity",
     "Curve",
@@ -59,6 +67,7 @@ __all__ = [
     "circles",
     "dequantize",
     "eight_gaussians",
+    "epoch_generator",
     "from_density",
     "gaussian_mixture",
     "grid_entropy",

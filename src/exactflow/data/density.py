@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .checks import check_size, count
+
 __all__ = ["Density", "Entropy", "grid_entropy", "monte_carlo_entropy"]
 
 # Rows per evaluation chunk, so that large batches never build huge intermediate tensors.
@@ -123,8 +125,8 @@ class Density:
                 fresh randomness.
 
         """
-        if not isinstance(n, int) or n < 0:
-            raise ValueError(f"{self.name}: n must be a non-negative int, got {n!r}")
+        n = count(f"{self.name}: n", n)
+        check_size(f"{self.name}: {n} draws of {self.features} features", 8.0 * n * self.features)
         return self._sample(n, as_generator(seed))
 
     def entropy(self) -> Entropy:

@@ -19,7 +19,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .dataset import Dataset, stream_seed
+from .checks import check_size, count, flag, floating_dtype, path_option, seed_option
+from .dataset import MIN_ROWS, Dataset, stream_seed
+from .textfiles import check_gzip_name, reading
 
 __all__ = [
     "FASHION_MNIST_DIR",
@@ -54,8 +56,8 @@ def bits_per_dim(nll: float | Tensor, dims: int, levels: int = 256) -> float | T
         8.0
 
     """
-    if dims < 1 or levels < 2:
-        raise ValueError(f"bits_per_dim: need dims >= 1 and levels >= 2, got {dims}, {levels}")
+    count("bits_per_dim: dims", dims, 1)
+    count("bits_per_dim: levels", levels, 2)
     return (nll + dims * math.log(levels)) / (dims * math.log(2))
 
 
@@ -77,6 +79,8 @@ def dequantize(
         dtype: Floating dtype of the result.
 
     """
+    count("dequantize: levels", levels, 2)
+    floating_dtype("dequantize: dtype", dtype)
     if pixels.numel() and (
         pixels.min() < 0
         or pixels.max() > levels - 1
@@ -96,29 +100,37 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
     The format: two zero bytes, a type code (``0x08`` unsigned byte, …, ``0x0E`` float64), the
     number of dimensions, each dimension as a big-endian 32-bit integer, then the values in
-    row-major order.
+    row-major order. The header is checked before the data are read: the data must fit
+    :func:`~exactflow.data.checks.data_limit` (as float64 values) and match the announced shape.
+
+    Raises:
+        ValueError: A missing, damaged, truncated or oversized file, naming it.
+
     """
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        raw = handle.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
-        raise ValueError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()!r})")
-    ndim = raw[3]
-    start = 4 + 4 * ndim
-    if len(raw) < start:
-        raise ValueError(f"{path}: truncated IDX header ({len(raw)} bytes)")
-    shape = tuple(int(d) for d in np.frombuffer(raw[4:start], dtype=">u4"))
-    dtype = np.dtype(_IDX_TYPES[raw[2]])
-    expected = math.prod(shape) * dtype.itemsize
-    if len(raw) - start != expected:
+    path = path_option("path", path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    with reading(path), (gzip.open if check_gzip_name(path) else open)(path, "rb") as handle:
+        head = handle.read(4)
+        if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_TYPES:
+            raise ValueError(f"{path}: not an IDX file (bad magic number {head.hex()!r})")
+        ndim = head[3]
+        dims = handle.read(4 * ndim)
+        if len(dims) < 4 * ndim:
+            raise ValueError(f"{path}: truncated IDX header ({4 + len(dims)} bytes)")
+        shape = tuple(int(d) for d in np.frombuffer(dims, dtype=">u4"))
+        dtype = np.dtype(_IDX_TYPES[head[2]])
+        expected = math.prod(shape) * dtype.itemsize
+        # Checked before reading: a few bytes of gzip can announce (or inflate to) terabytes.
+        check_size(f"{path}: IDX data of shape {shape}", 8.0 * math.prod(shape))
+        raw = handle.read(expected + 1)
+    if len(raw) != expected:
+        held = "more than that" if len(raw) > expected else f"{len(raw)} bytes"
         raise ValueError(
             f"{path}: the header announces shape {shape} ({expected} bytes of data), but the file"
-            f" holds {len(raw) - start} bytes after the header"
+            f" holds {held} after the header"
         )
-    return (
-        np.frombuffer(raw, dtype=dtype, offset=start).reshape(shape).astype(dtype.newbyteorder("="))
-    )
+    return np.frombuffer(raw, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
 def _find_idx(root: Path, stem: str) -> Path:
@@ -165,11 +177,14 @@ def load_mnist(
 
     """
     name = "fashion-mnist" if fashion else "mnist"
+    seed, dtype = seed_option(f"{name}: seed", seed), floating_dtype(f"{name}: dtype", dtype)
+    flag(f"{name}: flatten", flatten)
+    n_val = count(f"{name}: n_val", n_val, MIN_ROWS["val"])
     if root is None:
         if not fashion:
             raise ValueError("mnist: give root=, the directory holding the MNIST IDX files")
         root = FASHION_MNIST_DIR
-    root = Path(root)
+    root = path_option(f"{name}: root", root)
     if not root.is_dir():
         hint = " (install Debian's dataset-fashion-mnist package)" if fashion else ""
         raise ValueError(f"{name}: no directory {root}{hint}")
@@ -177,8 +192,12 @@ def load_mnist(
     test = _images(_find_idx(root, "t10k-images"))
     if train.shape[1:] != test.shape[1:]:
         raise ValueError(f"{name}: train images {train.shape[1:]} and test {test.shape[1:]} differ")
-    if not 0 <= n_val < len(train):
-        raise ValueError(f"{name}: n_val must be in [0, {len(train)}), got {n_val}")
+    if len(train) - n_val < MIN_ROWS["train"] or len(test) < MIN_ROWS["test"]:
+        raise ValueError(
+            f"{name} in {root}: {len(train)} training and {len(test)} test images are too few for"
+            f" n_val={n_val}: need n_val + {MIN_ROWS['train']} training images and"
+            f" {MIN_ROWS['test']} test image"
+        )
     parts = (train[: len(train) - n_val], train[len(train) - n_val :], test)
     splits = []
     for k, part in enumerate(parts):
@@ -214,6 +233,9 @@ def load_digits(
         dtype: Floating dtype of the splits.
 
     """
+    seed, dtype = seed_option("digits: seed", seed), floating_dtype("digits: dtype", dtype)
+    flag("digits: image", image)
+    flag("digits: dequantize_pixels", dequantize_pixels)
     resource = importlib.resources.files("exactflow.data").joinpath("digits.csv.gz")
     with resource.open("rb") as raw, gzip.open(raw, "rt") as handle:
         table = np.loadtxt(handle, delimiter=",", dtype=np.int64, ndmin=2)

@@ -17,6 +17,7 @@ import math
 import torch
 from torch import Tensor
 
+from .checks import check_size, count, length, seed_option
 from .density import Density, Entropy, grid_entropy, monte_carlo_entropy
 
 __all__ = ["GaussianMixtureDensity", "eight_gaussians", "gaussian_mixture"]
@@ -103,6 +104,8 @@ def eight_gaussians(radius: float = 2.0, scale: float = 0.2) -> GaussianMixtureD
         scale: Standard deviation of each component.
 
     """
+    radius = length("8gaussians: radius", radius, zero=True)
+    scale = length("8gaussians: scale", scale)
     angles = 2 * math.pi * torch.arange(8, dtype=torch.float64) / 8
     means = radius * torch.stack([angles.cos(), angles.sin()], -1)
     return GaussianMixtureDensity(
@@ -139,11 +142,18 @@ def gaussian_mixture(
         torch.Size([3, 16])
 
     """
-    if dim < 1 or components < 1:
-        raise ValueError(
-            f"gaussian_mixture: dim and components must be >= 1, got {dim}, {components}"
-        )
-    low, high = scales
+    dim = count("gaussian_mixture: dim", dim, 1)
+    components = count("gaussian_mixture: components", components, 1)
+    seed = seed_option("gaussian_mixture: seed", seed)
+    spread = length("gaussian_mixture: spread", spread, zero=True)
+    entropy_samples = count("gaussian_mixture: entropy_samples", entropy_samples, 2)
+    check_size(
+        f"gaussian_mixture: {components} components in {dim} dimensions",
+        8.0 * 3 * components * dim,
+    )
+    if isinstance(scales, str) or not isinstance(scales, tuple | list) or len(scales) != 2:
+        raise TypeError(f"gaussian_mixture: scales must be a pair (min, max), got {scales!r}")
+    low, high = (length("gaussian_mixture: scales", v) for v in scales)
     if not 0 < low <= high:
         raise ValueError(f"gaussian_mixture: scales must satisfy 0 < min <= max, got {scales}")
     g = torch.Generator().manual_seed(seed)

@@ -16,7 +16,9 @@ Every toy is defined as a density first, then sampled, so its ``log p`` is exact
   machine precision: doubling the panels changes ``log p`` by < 1e-10 on the data). The
   entropy is a 2-D trapezoidal grid integral (:func:`~exactflow.data.density.grid_entropy`).
 
-Eight Gaussians and the Gaussian mixtures live in :mod:`exactflow.data.mixtures`.
+Eight Gaussians and the Gaussian mixtures live in :mod:`exactflow.data.mixtures`. Lengths
+(noise, radii, cells, scales) must lie in :data:`~exactflow.data.checks.LENGTHS`
+(``1e-6`` to ``1e6``), counts of arms and squares in 1..1000.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .checks import check_size, count, length, real
 from .density import Density, Entropy, gauss_legendre, grid_entropy
 
 __all__ = [
@@ -60,8 +63,9 @@ class CheckerboardDensity(Density):
     """
 
     def __init__(self, squares: int = 4, cell: float = 1.0) -> None:
-        if squares < 1 or cell <= 0:
-            raise ValueError(f"checkerboard: need squares >= 1 and cell > 0, got {squares}, {cell}")
+        squares = count("checkerboard: squares", squares, 1, 1000)
+        cell = length("checkerboard: cell", cell)
+        check_size(f"checkerboard: a {squares}x{squares} board", 16.0 * squares**2)
         super().__init__(2, "checkerboard")
         self.squares = squares
         self.cell = float(cell)
@@ -188,20 +192,27 @@ class CurveMixtureDensity(Density):
         panel: float = 1.0,
         order: int = 8,
     ) -> None:
-        if noise <= 0 or not curves:
-            raise ValueError(
-                f"{name}: need noise > 0 and at least one curve, got {noise}, {curves}"
-            )
+        noise = real(f"{name}: noise", noise, positive=True)
+        if not curves:
+            raise ValueError(f"{name}: need at least one curve, got none")
         super().__init__(2, name)
         self.curves = tuple(curves)
         self.noise = float(noise)
-        centres, log_w = [], []
+        centres, log_w, arcs = [], [], []
         for curve in self.curves:
             t = np.linspace(curve.lower, curve.upper, 4097)
             m = curve.point(torch.from_numpy(t)).numpy()
-            arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(m, axis=0), axis=1))])
-            count = max(4, math.ceil(arc[-1] / (panel * self.noise)))
-            edges = np.interp(np.linspace(0.0, arc[-1], count + 1), arc, t)
+            arcs.append(
+                (t, np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(m, axis=0), axis=1))]))
+            )
+        panels = [max(4, math.ceil(arc[-1] / (panel * self.noise))) for _, arc in arcs]
+        # Nodes, their log-weights and two coordinates in float64, plus the (n, M) exponents of
+        # one chunk of log_prob (which holds 2**18 numbers).
+        check_size(
+            f"{name}: the quadrature for noise {self.noise:g}", 8.0 * 4 * order * sum(panels)
+        )
+        for curve, (t, arc), pieces in zip(self.curves, arcs, panels, strict=True):
+            edges = np.interp(np.linspace(0.0, arc[-1], pieces + 1), arc, t)
             nodes, weights = gauss_legendre(edges, order)
             centres.append(curve.point(nodes))
             log_w.append(weights.log() + curve.log_q(nodes) - math.log(len(self.curves)))
@@ -267,6 +278,9 @@ def circles(noise: float = 0.08, factor: float = 0.5, radius: float = 1.0) -> Ri
         radius: Outer radius.
 
     """
+    noise = length("circles: noise", noise)
+    factor = length("circles: factor", factor, zero=True)
+    radius = length("circles: radius", radius, zero=True)
     return RingsDensity((radius, factor * radius), noise)
 
 
@@ -281,6 +295,7 @@ def moons(noise: float = 0.1) -> CurveMixtureDensity:
         noise: Standard deviation ``σ`` of the noise.
 
     """
+    noise = length("moons: noise", noise)
     log_q, draw = _uniform(0.0, math.pi)
 
     def upper(t: Tensor) -> Tensor:
@@ -309,6 +324,10 @@ def spirals(
         arms: Number of arms ``C``.
 
     """
+    noise = length("spirals: noise", noise)
+    radius = length("spirals: radius", radius)
+    turns = real("spirals: turns", turns, minimum=-1e6, maximum=1e6)
+    arms = count("spirals: arms", arms, 1, 1000)
 
     def log_q(s: Tensor) -> Tensor:
         return math.log(2.0) + s.log()
@@ -351,6 +370,11 @@ def pinwheel(
         scale: Overall scale of the picture.
 
     """
+    arms = count("pinwheel: arms", arms, 1, 1000)
+    radial_std = length("pinwheel: radial_std", radial_std)
+    noise = length("pinwheel: noise", noise)
+    rate = real("pinwheel: rate", rate, minimum=-1e6, maximum=1e6)
+    scale = length("pinwheel: scale", scale)
     lo, hi = 1 - 4 * radial_std, 1 + 4 * radial_std
     log_norm = math.log(radial_std * math.sqrt(2 * math.pi) * math.erf(4 / math.sqrt(2)))
 

@@ -5,7 +5,7 @@ splits that later flow papers report on. Give the directory that holds the MAF d
 (the unpacked ``data.tar.gz`` of the MAF paper's Zenodo record 1161203)::
 
     root/power/data.npy
-    root/gas/ethylene_CO.pickle        (or the safe ethylene_CO.csv / .npy, see load_gas)
+    root/gas/ethylene_CO.csv           (or .npy; the MAF pickle only by a direct, unsafe call)
     root/hepmass/1000_train.csv, root/hepmass/1000_test.csv
     root/miniboone/data.npy
     root/BSDS300/BSDS300.hdf5          (or train.npy, validation.npy, test.npy)
@@ -32,11 +32,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
 
-from .dataset import Dataset
+from .checks import check_size, floating_dtype, path_option
+from .dataset import Dataset, convert, split_locator
 from .tables import read_table
 
 __all__ = ["load_bsds300", "load_gas", "load_hepmass", "load_miniboone", "load_power"]
@@ -46,7 +48,7 @@ PathLike = str | os.PathLike
 
 def _find(root: PathLike, folder: str, names: tuple[str, ...]) -> Path | None:
     """The first of ``root/folder/name`` or ``root/name`` that exists."""
-    root = Path(root)
+    root = path_option(f"{folder.lower()}: root", root)
     for name in names:
         for candidate in (root / folder / name, root / name):
             if candidate.is_file():
@@ -77,10 +79,15 @@ def _npy(path: Path, width: int | None = None) -> np.ndarray:
 
 
 def _dataset(
-    name: str, splits: tuple[np.ndarray, ...], dtype: torch.dtype, description: str
+    name: str, splits: tuple[np.ndarray, ...], dtype: torch.dtype, description: str, path: Path
 ) -> Dataset:
-    train, val, test = (torch.from_numpy(np.ascontiguousarray(s)).to(dtype) for s in splits)
-    return Dataset(name, "tabular", train, val, test, description=description)
+    """The splits in ``dtype``, after checking that the values fit it."""
+    dtype = floating_dtype(f"{name}: dtype", dtype)
+    tensors = []
+    for split, values in zip(("train", "val", "test"), splits, strict=True):
+        locate = split_locator(f"{path} ({name})", split)
+        tensors.append(convert(torch.from_numpy(np.ascontiguousarray(values)), dtype, locate))
+    return Dataset(name, "tabular", *tensors, description=description)
 
 
 def _standardize(splits: tuple[np.ndarray, ...], stats: np.ndarray, ddof: int, path: Path):
@@ -99,6 +106,7 @@ def load_power(root: PathLike, dtype: torch.dtype = torch.float32) -> Dataset:
     original order, split, and standardize with the mean and standard deviation of train +
     validation.
     """
+    floating_dtype("power: dtype", dtype)
     path = _find(root, "power", ("data.npy",))
     if path is None:
         raise _missing(root, "power", ("data.npy",))
@@ -113,11 +121,13 @@ def load_power(root: PathLike, dtype: torch.dtype = torch.float32) -> Dataset:
     data = data + np.hstack((active, voltage, metering, np.zeros((n, 1))))
     train, val, test = _maf_split(data, path)
     splits = _standardize((train, val, test), np.vstack((train, val)), 0, path)
-    return _dataset("power", splits, dtype, "UCI household power consumption, MAF preprocessing")
+    return _dataset(
+        "power", splits, dtype, "UCI household power consumption, MAF preprocessing", path
+    )
 
 
 def load_gas(
-    root: PathLike, allow_pickle: bool = False, dtype: torch.dtype = torch.float32
+    root: PathLike, *, unsafe_allow_pickle: bool = False, dtype: torch.dtype = torch.float32
 ) -> Dataset:
     """GAS: gas sensor array under dynamic mixtures of ethylene and CO (UCI), 8 features.
 
@@ -133,9 +143,15 @@ def load_gas(
        ``python -c "import pandas as pd; pd.read_pickle('ethylene_CO.pickle')``
        ``.to_csv('ethylene_CO.csv', index=False)"``;
     2. ``gas/ethylene_CO.npy``: the 16 sensor columns only, in the DataFrame's order;
-    3. ``gas/ethylene_CO.pickle``, only with ``allow_pickle=True`` (needs pandas; trusted files
-       only).
+    3. ``gas/ethylene_CO.pickle``, only with ``unsafe_allow_pickle=True`` (needs pandas;
+       trusted files only). :func:`~exactflow.data.load` never passes this keyword on, so
+       neither a command line nor a run record can switch it on: it takes a direct call.
     """
+    if unsafe_allow_pickle is not False and unsafe_allow_pickle is not True:
+        raise TypeError(
+            f"gas: unsafe_allow_pickle must be True or False, got {unsafe_allow_pickle!r}"
+        )
+    floating_dtype("gas: dtype", dtype)
     path = _find(root, "gas", ("ethylene_CO.csv", "ethylene_CO.csv.gz", "ethylene_CO.npy"))
     if path is not None and path.suffix == ".npy":
         values, names = _npy(path), None
@@ -148,7 +164,7 @@ def load_gas(
             raise _missing(
                 root, "gas", ("ethylene_CO.csv", "ethylene_CO.npy", "ethylene_CO.pickle")
             )
-        values, names = _read_pickle(path, allow_pickle)
+        values, names = _read_pickle(path, unsafe_allow_pickle)
     if names is not None:
         dropped = ("Time", "Meth", "Eth")
         if not set(dropped) <= set(names):
@@ -162,21 +178,26 @@ def load_gas(
             break
         values = np.delete(values, int(np.flatnonzero(counts > 1)[0]), axis=1)
     (values,) = _standardize((values,), values, 1, path)
-    return _dataset("gas", _maf_split(values, path), dtype, "UCI gas sensors, MAF preprocessing")
+    splits = _maf_split(values, path)
+    return _dataset("gas", splits, dtype, "UCI gas sensors, MAF preprocessing", path)
 
 
-def _read_pickle(path: Path, allow_pickle: bool) -> tuple[np.ndarray, list[str]]:
-    if not allow_pickle:
+def _read_pickle(path: Path, unsafe_allow_pickle: bool) -> tuple[np.ndarray, list[str]]:
+    if not unsafe_allow_pickle:
         raise ValueError(
             f"{path} is a pickle, and unpickling can run arbitrary code. Convert it once to CSV"
             " (python -c \"import pandas as pd; pd.read_pickle('ethylene_CO.pickle')"
-            ".to_csv('ethylene_CO.csv', index=False)\") next to it, or pass allow_pickle=True"
-            " if you trust the file"
+            ".to_csv('ethylene_CO.csv', index=False)\") next to it, or, if you trust the file,"
+            " call exactflow.data.load_gas(root, unsafe_allow_pickle=True) yourself (on the"
+            " command line: --allow-pickle)"
         )
     try:
         import pandas as pd
     except ImportError:
-        raise ImportError(f"reading {path} needs pandas; or convert it to CSV") from None
+        raise ValueError(
+            f"{path}: reading a pickled DataFrame needs the pandas package (pip install pandas);"
+            " or convert it to CSV"
+        ) from None
     frame = pd.read_pickle(path)
     values = frame.to_numpy(dtype=np.float64)
     if not np.isfinite(values).all():
@@ -196,6 +217,7 @@ def load_hepmass(root: PathLike, dtype: torch.dtype = torch.float32) -> Dataset:
     position with the training file's width: the MAF code drops the test file's extra last
     column, which this ignores.
     """
+    floating_dtype("hepmass: dtype", dtype)
     train_path = _find(root, "hepmass", ("1000_train.csv",))
     test_path = _find(root, "hepmass", ("1000_test.csv",))
     if train_path is None or test_path is None:
@@ -213,7 +235,8 @@ def load_hepmass(root: PathLike, dtype: torch.dtype = torch.float32) -> Dataset:
     train, test = _standardize((train, test), train, 1, train_path)
     n_val = int(0.1 * len(train))
     splits = (train[:-n_val], train[-n_val:], test)
-    return _dataset("hepmass", splits, dtype, "UCI HEPMASS signal events, MAF preprocessing")
+    description = "UCI HEPMASS signal events, MAF preprocessing"
+    return _dataset("hepmass", splits, dtype, description, train_path)
 
 
 def load_miniboone(root: PathLike, dtype: torch.dtype = torch.float32) -> Dataset:
@@ -222,12 +245,13 @@ def load_miniboone(root: PathLike, dtype: torch.dtype = torch.float32) -> Datase
     From ``miniboone/data.npy`` (already cleaned by the MAF authors): split, then standardize
     with the mean and standard deviation of train + validation.
     """
+    floating_dtype("miniboone: dtype", dtype)
     path = _find(root, "miniboone", ("data.npy",))
     if path is None:
         raise _missing(root, "miniboone", ("data.npy",))
     train, val, test = _maf_split(_npy(path), path)
     splits = _standardize((train, val, test), np.vstack((train, val)), 0, path)
-    return _dataset("miniboone", splits, dtype, "UCI MiniBooNE, MAF preprocessing")
+    return _dataset("miniboone", splits, dtype, "UCI MiniBooNE, MAF preprocessing", path)
 
 
 def load_bsds300(root: PathLike, dtype: torch.dtype = torch.float32) -> Dataset:
@@ -237,32 +261,46 @@ def load_bsds300(root: PathLike, dtype: torch.dtype = torch.float32) -> Dataset:
     they are. Reading HDF5 needs h5py (an optional dependency); without it, save the three
     arrays as ``train.npy``, ``validation.npy`` and ``test.npy`` in the same folder.
     """
+    floating_dtype("bsds300: dtype", dtype)
     npy = [_find(root, "BSDS300", (f"{split}.npy",)) for split in ("train", "validation", "test")]
     hdf5 = _find(root, "BSDS300", ("BSDS300.hdf5",))
     if all(p is not None for p in npy):
-        splits = tuple(_npy(p) for p in npy)
+        splits, source = tuple(_npy(p) for p in npy), npy[0].parent
     elif hdf5 is not None:
-        splits = _read_hdf5(hdf5)
+        splits, source = _read_hdf5(hdf5), hdf5
     else:
         raise _missing(root, "BSDS300", ("BSDS300.hdf5", "train.npy + validation.npy + test.npy"))
     if len({s.shape[1] for s in splits}) != 1:
-        raise ValueError(f"BSDS300: the splits differ in width: {[s.shape for s in splits]}")
-    return _dataset("bsds300", splits, dtype, "BSDS300 image patches, MAF layout")
+        raise ValueError(
+            f"{source}: the BSDS300 splits differ in width: {[s.shape for s in splits]}"
+        )
+    if min(len(s) for s in splits) < 1 or len(splits[0]) < 2:
+        raise ValueError(f"{source}: BSDS300 splits too small: {[s.shape for s in splits]}")
+    return _dataset("bsds300", splits, dtype, "BSDS300 image patches, MAF layout", source)
 
 
 def _read_hdf5(path: Path) -> tuple[np.ndarray, ...]:
     try:
         import h5py
     except ImportError:
-        raise ImportError(
-            f"reading {path} needs h5py (pip install h5py); or save its 'train', 'validation'"
-            " and 'test' arrays as train.npy, validation.npy and test.npy in the same folder"
+        raise ValueError(
+            f"{path}: reading HDF5 needs the h5py package (pip install h5py); or save its"
+            " 'train', 'validation' and 'test' arrays as train.npy, validation.npy and test.npy"
+            " in the same folder"
         ) from None
+    try:
+        return _hdf5_splits(h5py, path)
+    except OSError as error:
+        raise ValueError(f"{path}: not a readable HDF5 file ({error})") from None
+
+
+def _hdf5_splits(h5py: ModuleType, path: Path) -> tuple[np.ndarray, ...]:
     out = []
     with h5py.File(path, "r") as f:
         for key in ("train", "validation", "test"):
-            if key not in f:
+            if key not in f or not isinstance(f[key], h5py.Dataset):
                 raise ValueError(f"{path}: no dataset {key!r}; found {sorted(f.keys())}")
+            check_size(f"{path}: {key!r} of shape {f[key].shape}", 8.0 * f[key].size)
             values = np.asarray(f[key], dtype=np.float64)
             if values.ndim != 2:
                 raise ValueError(f"{path}: {key!r} should be 2-D, got shape {values.shape}")

@@ -63,7 +63,11 @@ def coupling_layers(
             mask = coupling_mask(features, "random", seed + k)
         else:
             mask = coupling_mask(features, "alternating") ^ (k % 2 == 1)
-        layers.append(Coupling(map, features, mask, hidden, context, residual=residual))
+        layers.append(
+            Coupling(
+                map, mask, hidden=hidden, context=context, features=features, residual=residual
+            )
+        )
     return _chain(layers, features, permutation)
 
 

@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..distributions import StandardNormal
 from ..flow import Flow
 from ..transforms import Compose, Inverse
+from ..transforms.sylvester import Sylvester as SylvesterStep
 from ..transforms.variational import Planar as PlanarStep
 from ..transforms.variational import Radial as RadialStep
-from ..transforms.variational import Sylvester as SylvesterStep
+from .chains import config_of
 
 __all__ = ["Planar", "Radial", "Sylvester"]
 
+_HIDDEN = (64,)
 
-def _vi_check(name: str, features: int, context: int, transforms: int) -> None:
-    if context:
-        raise ValueError(
-            f"{name}: planar, radial and Sylvester steps take no context, got context={context};"
-            " for a conditional variational posterior use ef.flows.IAF(features, context=...)"
-        )
+
+def _vi_check(name: str, features: int, context: int, transforms: int, hidden: object) -> tuple:
+    """Check the shared keywords; return the context network's hidden widths as a tuple."""
+    if not isinstance(context, int) or context < 0:
+        raise ValueError(f"{name}: context must be an int >= 0, got {context!r}")
     if features < 1 or transforms < 1:
         raise ValueError(
             f"{name}: features and transforms must be >= 1, got {features} and {transforms}"
         )
+    widths = _HIDDEN if hidden is None else hidden
+    if not isinstance(widths, Sequence) or not all(isinstance(h, int) and h >= 1 for h in widths):
+        raise TypeError(
+            f"{name}: the context network's hidden widths must be a sequence of positive ints,"
+            f" got {hidden!r}"
+        )
+    return tuple(widths)
 
 
 class Planar(Flow):
@@ -31,16 +41,18 @@ class Planar(Flow):
     invertible by construction) applied from base to data: sampling,
     :meth:`~exactflow.Flow.rsample` and :meth:`~exactflow.Flow.rsample_and_log_prob` run the
     closed form, with ``log|det|`` for free. ``log_prob`` of other data inverts each step
-    numerically (a scalar Newton solve, relative tolerance 1e-12 in float64), with exact
-    gradients. Base: standard normal.
+    numerically (a scalar Newton solve to a residual of 1e-12 relative in float64, see
+    :func:`~exactflow.numerics.solve_increasing`), with exact gradients; a solve that does
+    not converge raises ``FloatingPointError`` naming the step. Base: standard normal.
 
     Args:
         features: Data width ``D``.
-        context: Must be 0: the steps are unconditional (use :class:`IAF` for a conditional
-            posterior).
+        context: Context width ``C`` (0: unconditional). With ``C > 0`` each step's ``w``,
+            ``u``, ``b`` come from the context through a network (amortized, as in the VAE
+            posteriors of van den Berg et al. 2018).
         transforms: Number of planar steps.
-        hidden: Accepted for the shared preset signature and unused: a planar step has no
-            hidden layer to size (it is a one-unit residual map).
+        hidden: Hidden widths of each step's context network (``context > 0`` only);
+            ``None``: ``(64,)``.
         activation: ``"tanh"`` (the paper's) or ``"leaky_relu"``.
         validate: Check the inputs of direct ``log_prob``/``sample`` calls (see
             :class:`~exactflow.Flow`).
@@ -51,6 +63,9 @@ class Planar(Flow):
         >>> x, log_q = flow.rsample_and_log_prob((10,))
         >>> log_q.shape
         torch.Size([10])
+        >>> posterior = ef.flows.Planar(features=2, context=3, transforms=2, hidden=(16,))
+        >>> posterior.sample((5,), context=torch.randn(4, 3)).shape
+        torch.Size([5, 4, 2])
 
     """
 
@@ -59,19 +74,23 @@ class Planar(Flow):
         features: int,
         context: int = 0,
         transforms: int = 8,
-        hidden: object = None,
+        hidden: Sequence[int] | None = None,
         activation: str = "tanh",
         validate: bool = True,
     ) -> None:
-        _vi_check("Planar", features, context, transforms)
-        steps = [Inverse(PlanarStep(features, activation)) for _ in range(transforms)]
+        widths = _vi_check("Planar", features, context, transforms, hidden)
+        steps = [
+            Inverse(PlanarStep(features, activation, context=context, hidden=widths))
+            for _ in range(transforms)
+        ]
         super().__init__(Compose(steps), StandardNormal(features), validate=validate)
-        self.config = {
-            "features": features,
-            "context": context,
-            "transforms": transforms,
-            "activation": activation,
-        }
+        self.config = config_of(
+            features=features,
+            context=context,
+            transforms=transforms,
+            hidden=widths,
+            activation=activation,
+        )
 
 
 class Radial(Flow):
@@ -84,11 +103,11 @@ class Radial(Flow):
 
     Args:
         features: Data width ``D``.
-        context: Must be 0: the steps are unconditional (use :class:`IAF` for a conditional
-            posterior).
+        context: Context width ``C`` (0: unconditional). With ``C > 0`` each step's ``z₀``,
+            ``α``, ``β`` come from the context through a network (amortized).
         transforms: Number of radial steps.
-        hidden: Accepted for the shared preset signature and unused: a radial step has no
-            hidden layer.
+        hidden: Hidden widths of each step's context network (``context > 0`` only);
+            ``None``: ``(64,)``.
         validate: Check the inputs of direct ``log_prob``/``sample`` calls (see
             :class:`~exactflow.Flow`).
 
@@ -105,13 +124,17 @@ class Radial(Flow):
         features: int,
         context: int = 0,
         transforms: int = 8,
-        hidden: object = None,
+        hidden: Sequence[int] | None = None,
         validate: bool = True,
     ) -> None:
-        _vi_check("Radial", features, context, transforms)
-        steps = [Inverse(RadialStep(features)) for _ in range(transforms)]
+        widths = _vi_check("Radial", features, context, transforms, hidden)
+        steps = [
+            Inverse(RadialStep(features, context=context, hidden=widths)) for _ in range(transforms)
+        ]
         super().__init__(Compose(steps), StandardNormal(features), validate=validate)
-        self.config = {"features": features, "context": context, "transforms": transforms}
+        self.config = config_of(
+            features=features, context=context, transforms=transforms, hidden=widths
+        )
 
 
 class Sylvester(Flow):
@@ -121,19 +144,22 @@ class Sylvester(Flow):
     (:class:`~exactflow.transforms.Sylvester`, invertible by construction) applied from base
     to data: sampling and :meth:`~exactflow.Flow.rsample_and_log_prob` run the closed form;
     ``log_prob`` of other data inverts each step by triangular back-substitution of scalar
-    Newton solves (relative tolerance 1e-12 in float64), with exact gradients. Base: standard
-    normal.
+    Newton solves (residual 1e-12 relative in float64), with exact gradients; a solve that
+    does not converge raises ``FloatingPointError`` naming the step. Base: standard normal.
 
     Args:
         features: Data width ``D``.
-        context: Must be 0: the steps are unconditional (use :class:`IAF` for a conditional
-            posterior).
+        context: Context width ``C`` (0: unconditional). With ``C > 0`` each step's ``R₁``,
+            ``R₂``, ``b`` and ``Q``'s free parameters come from the context through a network
+            (amortized, the VAE posterior of van den Berg et al. 2018).
         transforms: Number of Sylvester steps.
         hidden: Number ``M`` of hidden units of each step, i.e. columns of ``Q``
-            (``1 <= M <= D``); ``None`` means ``D``.
+            (``1 <= M <= D``); ``None`` means ``D``. (Here ``hidden`` keeps its meaning of
+            the step's own hidden units; the context network is sized by ``context_hidden``.)
         kind: ``"orthogonal"`` (``Q`` from a QR decomposition), ``"householder"`` (``M``
             Householder reflections) or ``"triangular"`` (``Q`` the identity and the reversal,
             alternating between steps).
+        context_hidden: Hidden widths of each step's context network (``context > 0`` only).
         validate: Check the inputs of direct ``log_prob``/``sample`` calls (see
             :class:`~exactflow.Flow`).
 
@@ -152,23 +178,26 @@ class Sylvester(Flow):
         transforms: int = 4,
         hidden: int | None = None,
         kind: str = "orthogonal",
+        context_hidden: Sequence[int] = _HIDDEN,
         validate: bool = True,
     ) -> None:
-        _vi_check("Sylvester", features, context, transforms)
+        widths = _vi_check("Sylvester", features, context, transforms, context_hidden)
         if hidden is not None and not isinstance(hidden, int):
             raise TypeError(
                 "Sylvester: hidden is the number M of hidden units per step, an int or None;"
-                f" got {hidden!r}"
+                f" got {hidden!r} (the context network's widths are context_hidden)"
             )
-        steps = [
-            Inverse(SylvesterStep(features, hidden, kind, flip=kind == "triangular" and k % 2 == 1))
-            for k in range(transforms)
-        ]
+        steps = []
+        for k in range(transforms):
+            flip = kind == "triangular" and k % 2 == 1
+            step = SylvesterStep(features, hidden, kind, flip=flip, context=context, hidden=widths)
+            steps.append(Inverse(step))
         super().__init__(Compose(steps), StandardNormal(features), validate=validate)
-        self.config = {
-            "features": features,
-            "context": context,
-            "transforms": transforms,
-            "hidden": hidden,
-            "kind": kind,
-        }
+        self.config = config_of(
+            features=features,
+            context=context,
+            transforms=transforms,
+            hidden=hidden,
+            kind=kind,
+            context_hidden=widths,
+        )

@@ -1,11 +1,14 @@
 """Conditioner networks: the neural networks that predict a transform's parameters.
 
 Every conditioner takes ``(x, context=None)``; a network built with ``context=C > 0`` needs a
-context of shape ``(*, C)``, which broadcasts against ``x``'s leading dimensions.
+context of shape ``(*, C)``, which broadcasts against ``x``'s leading dimensions. Vectors
+``(*, D)`` go to :class:`MLP`/:class:`ResidualMLP`/:class:`MADE`, images ``(*, C, H, W)`` to
+:class:`ConvNet`.
 """
 
-from . import made, mlp
+from . import conv, made, mlp
+from .conv import *  # noqa: F403
 from .made import *  # noqa: F403
 from .mlp import *  # noqa: F403
 
-__all__ = [*mlp.__all__, *made.__all__]
+__all__ = [*mlp.__all__, *made.__all__, *conv.__all__]

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..numerics import tracing
 from .mlp import check_context, zero_output
 
 __all__ = ["MADE", "MaskedLinear"]
@@ -208,7 +209,8 @@ class MADE(nn.Module):
         unit exactly once: a unit of degree ``m`` depends only on inputs of degree ``<= m``, so
         it is final from the step of degree ``m + 1`` on, and that step evaluates just the units
         of degree ``m`` in every layer and the ``P`` output rows of ``θ_i``. All ``D`` steps
-        together cost about one network pass. With autograd, or with residual blocks, each step
+        together cost about one network pass. With autograd, with residual blocks, or under a
+        tracer (``vmap``, ``torch.compile``, ``torch.export``: no in-place writes), each step
         re-evaluates the trunk, reusing the first layer's pre-activation.
 
         Args:
@@ -219,7 +221,7 @@ class MADE(nn.Module):
         """
         if context is not None:
             batch = torch.broadcast_shapes(batch, context.shape[:-1])
-        if self.residual or torch.is_grad_enabled():
+        if self.residual or torch.is_grad_enabled() or tracing():
             return self._autoregress_trunk(solve, batch, context)
         return self._autoregress_units(solve, batch, context)
 
@@ -266,7 +268,8 @@ class MADE(nn.Module):
         from_context = None
         if self.context_in is not None:
             c = check_context("MADE", self.context, context)
-            from_context = self.context_in(c)[..., self._units0].expand(*batch, -1).reshape(n, -1)
+            from_context = self.context_in(c)[..., self._units0].expand(*batch, -1)
+            from_context = from_context.reshape(n, from_context.shape[-1])
         for g, i in enumerate(self._steps):  # x_i has degree g + 1: units of degree g are due
             for k, ends in enumerate(self._ends):
                 start, end = ends[g - 1] if g else 0, ends[g]
@@ -275,7 +278,7 @@ class MADE(nn.Module):
                 if k == 0:
                     pre = torch.addmm(biases[0][start:end], x, weights[0][start:end].t())
                     if from_context is not None:
-                        pre += from_context[:, start:end]
+                        pre = pre + from_context[:, start:end]
                 else:
                     seen = self._ends[k - 1][g]
                     w = weights[k][start:end, :seen]
@@ -283,5 +286,5 @@ class MADE(nn.Module):
                 h[k][:, start:end] = activations[k](pre)
             seen = self._ends[-1][g]
             theta = torch.addmm(b_out[i], h[-1][:, :seen], w_out[i, :, :seen].t())  # (n, P)
-            x[:, i] = solve(i, theta.view(*batch, -1)).reshape(n)
+            x[:, i] = solve(i, theta.view(*batch, theta.shape[-1])).reshape(n)
         return x.view(*batch, self.features)

@@ -123,6 +123,11 @@ class MLP(nn.Sequential):
         self.out_features = out_features
         self.context = context
 
+    @property
+    def output(self) -> nn.Linear:
+        """The output layer (for :func:`zero_output`)."""
+        return self[-1]
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         if self.context:
             x = _join("MLP", x, self.context, context)

@@ -7,7 +7,9 @@ from . import (
     elementwise,
     linear,
     normalization,
+    shape,
     splines,
+    sylvester,
     variational,
 )
 from .autoregressive import *  # noqa: F403
@@ -16,15 +18,19 @@ from .coupling import *  # noqa: F403
 from .elementwise import *  # noqa: F403
 from .linear import *  # noqa: F403
 from .normalization import *  # noqa: F403
+from .shape import *  # noqa: F403
 from .splines import *  # noqa: F403
+from .sylvester import *  # noqa: F403
 from .variational import *  # noqa: F403
 
 __all__ = [
     *base.__all__,
+    *shape.__all__,
     *elementwise.__all__,
     *linear.__all__,
     *normalization.__all__,
     *variational.__all__,
+    *sylvester.__all__,
     *splines.__all__,
     *coupling.__all__,
     *autoregressive.__all__,

@@ -13,6 +13,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..numerics import tracing
 from .base import Transform
 
 __all__ = ["ActNorm", "BatchNorm"]
@@ -70,7 +71,9 @@ class ActNorm(Transform):
     batch comes out with zero mean and unit variance, and sets :attr:`initialized`. The flag is a
     persistent buffer, so a module loaded from a ``state_dict`` keeps the loaded parameters. An
     uninitialized ActNorm in eval mode, or in the inverse direction, uses its current parameters
-    (the identity at construction).
+    (the identity at construction). The flag is read from the device once (not at every training
+    step), and not at all under a tracer (:func:`exactflow.numerics.tracing`), where the current
+    parameters are used.
 
     Args:
         features: Number of features ``D`` (or channels ``C``).
@@ -100,23 +103,50 @@ class ActNorm(Transform):
         self.shift = nn.Parameter(torch.zeros(features))
         self.log_scale = nn.Parameter(torch.zeros(features))
         self.register_buffer("initialized", torch.tensor(False))
+        self._checked = False  # the flag was read and found set: no need to read it again
 
     @torch.no_grad()
     def initialize(self, x: Tensor) -> None:
-        """Set the parameters so that ``x`` maps to zero mean and unit variance per feature."""
-        mean, var, _ = _channel_statistics("ActNorm", x, self.event_ndim)
+        """Set the parameters so that ``x`` maps to zero mean and unit variance per feature.
+
+        The statistics are computed in float64, so data of large magnitude (``1e30`` in
+        float32) still gets a finite shift and log-scale.
+
+        Raises:
+            ValueError: ``x`` has non-finite values, or its mean or log-scale does not fit the
+                parameters' dtype (nothing is changed then).
+
+        """
+        mean, var, _ = _channel_statistics("ActNorm", x.to(torch.float64), self.event_ndim)
+        log_scale = 0.5 * torch.log(var + self.init_eps)
+        dtype = self.shift.dtype
+        if not bool(
+            torch.isfinite(mean.to(dtype)).all() & torch.isfinite(log_scale.to(dtype)).all()
+        ):
+            biggest = float(x.detach().abs().max())
+            raise ValueError(
+                f"ActNorm: cannot initialize on this batch: its per-feature mean or scale is not"
+                f" finite in {dtype} (largest |x| = {biggest:g}); rescale the data (standardize)"
+                " or use float64"
+            )
         self.shift.copy_(mean)
-        self.log_scale.copy_(0.5 * torch.log(var + self.init_eps))
+        self.log_scale.copy_(log_scale)
         self.initialized.fill_(True)
 
     def _ladj(self, x: Tensor) -> Tensor:
         total = self.log_scale.sum() * _positions(x, self.event_ndim)
         return total.expand(x.shape[: x.dim() - self.event_ndim])
 
+    def _load_from_state_dict(self, *args: object, **kwargs: object) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._checked = False
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         _check_input("ActNorm", x, self.features, self.event_ndim)
-        if self.training and not bool(self.initialized):
-            self.initialize(x.detach())
+        if self.training and not self._checked and not tracing():
+            if not bool(self.initialized):
+                self.initialize(x.detach())
+            self._checked = True
         shift = _per_channel(self.shift, self.event_ndim)
         log_scale = _per_channel(self.log_scale, self.event_ndim)
         return (x - shift) * torch.exp(-log_scale), -self._ladj(x)

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..numerics import tracing
 from .base import Transform
 from .elementwise import ElementwiseMap
 
@@ -215,14 +216,18 @@ class RationalQuadraticSpline(ElementwiseMap):
         width or height; ``c`` also holds the end knots ``-B`` and ``B``.
         """
         key = (like.dtype, like.device)
-        if key not in self._constants:
-            k, b = self.bins, self.bound
-            minimum = torch.tensor([self.min_width, self.min_height], dtype=torch.float64)
-            c = torch.arange(k + 1, dtype=torch.float64) * (2 * b * minimum[:, None]) - b
-            c[:, k] = b
-            a = 2 * b * (1 - k * minimum)
-            self._constants[key] = (c[..., None].to(like), a[:, None, None].to(like))
-        return self._constants[key]
+        if key in self._constants:
+            return self._constants[key]
+        k, b = self.bins, self.bound
+        minimum = torch.tensor([self.min_width, self.min_height], dtype=torch.float64)
+        c = torch.arange(k + 1, dtype=torch.float64) * (2 * b * minimum[:, None]) - b
+        c[:, k] = b
+        a = 2 * b * (1 - k * minimum)
+        constants = (c[..., None].to(like), a[:, None, None].to(like))
+        # A tracer's tensors (fake or batched) must not outlive the trace: cache real ones only.
+        if not tracing():
+            self._constants[key] = constants
+        return constants
 
     def _table(self, params: Tensor) -> Tensor:
         """Knots and raw slopes of ``params (*, D, P)``, shape ``(3, K + 1, *, D)``.

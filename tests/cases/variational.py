@@ -1,4 +1,4 @@
-"""Conformance cases: planar, radial and Sylvester transforms and their presets."""
+"""Conformance cases: planar, radial and Sylvester transforms and presets, with context too."""
 
 import torch
 
@@ -92,6 +92,36 @@ CASES = [
         event_shape=(5,),
         perturb=0.5,
     ),
+    # Amortized: the parameters come from a context network (moved off its zero start).
+    Case(
+        "planar-context", lambda: T.Planar(3, context=2, hidden=(8,)), event_shape=(3,), context=2
+    ),
+    Case(
+        "planar-leaky-relu-context",
+        lambda: T.Planar(2, activation="leaky_relu", context=3, hidden=(8,)),
+        context=3,
+    ),
+    Case(
+        "radial-context", lambda: T.Radial(3, context=2, hidden=(8,)), event_shape=(3,), context=2
+    ),
+    Case(
+        "sylvester-orthogonal-context",
+        lambda: T.Sylvester(4, columns=3, context=2, hidden=(8,)),
+        event_shape=(4,),
+        context=2,
+    ),
+    Case(
+        "sylvester-householder-context",
+        lambda: T.Sylvester(3, kind="householder", reflections=2, context=2, hidden=(8,)),
+        event_shape=(3,),
+        context=2,
+    ),
+    Case(
+        "sylvester-triangular-context",
+        lambda: T.Sylvester(3, kind="triangular", flip=True, context=1, hidden=(8,)),
+        event_shape=(3,),
+        context=1,
+    ),
     # Presets: their transforms run the numerical inverses in the forward (data -> base) pass.
     Case("preset-planar", lambda: ef.flows.Planar(2, transforms=3).transform, covers=("Planar",)),
     Case(
@@ -122,6 +152,31 @@ CASES = [
         "preset-sylvester-triangular",
         lambda: ef.flows.Sylvester(3, transforms=3, kind="triangular").transform,
         event_shape=(3,),
+        covers=("Sylvester",),
+    ),
+    Case(
+        "preset-planar-context",
+        lambda: ef.flows.Planar(3, context=2, transforms=2, hidden=(8,)).transform,
+        event_shape=(3,),
+        context=2,
+        covers=("Planar",),
+    ),
+    Case(
+        "preset-radial-context",
+        lambda: ef.flows.Radial(3, context=2, transforms=2, hidden=(8,)).transform,
+        event_shape=(3,),
+        context=2,
+        covers=("Radial",),
+    ),
+    Case(
+        "preset-sylvester-context",
+        lambda: (
+            ef.flows.Sylvester(
+                4, context=3, transforms=2, hidden=2, kind="householder", context_hidden=(8,)
+            ).transform
+        ),
+        event_shape=(4,),
+        context=3,
         covers=("Sylvester",),
     ),
 ]

@@ -1,0 +1,125 @@
+"""Data for the commands: the options ``fit`` records, and loading a run's data again.
+
+Images are flattened to rows ``(N, C·H·W)`` for the vector presets; their shape is returned so the
+pictures can be drawn. A data file is recorded by its absolute path, so a run can be evaluated
+from any directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .. import data
+from ..flow import DTYPES
+from .errors import CommandError
+
+__all__ = ["data_name", "data_options", "dataset_for", "load_data"]
+
+
+def _registered(name: str) -> bool:
+    key = name.strip().lower().replace("_", "-")
+    return key in {registered for registered, _ in data.list_datasets()}
+
+
+def data_name(name: str) -> str:
+    """A registered data set's name as given; a file's absolute path."""
+    return name if _registered(name) else str(Path(name).expanduser().absolute())
+
+
+def data_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The data options given on the command line, as ``run.json`` records them."""
+    options: dict[str, Any] = {}
+    for key in ("n_train", "n_val", "n_test"):
+        value = getattr(args, key, None)
+        if value is not None:
+            options[key] = value
+    if getattr(args, "root", None) is not None:
+        options["root"] = str(Path(args.root).expanduser().absolute())
+    if getattr(args, "columns", None):
+        options["columns"] = [int(c) if c.lstrip("-").isdigit() else c for c in args.columns]
+    if getattr(args, "header", None) is not None:
+        options["header"] = args.header
+    return options
+
+
+def load_data(
+    name: str,
+    seed: int,
+    options: dict[str, Any],
+    allow_pickle: bool = False,
+    dtype: str = "float32",
+) -> tuple[data.Dataset, list[int] | None]:
+    """Load a data set as rows ``(N, D)``; images are flattened and their shape returned.
+
+    Args:
+        name: Registered name or table file.
+        seed: Seed of the samples / split.
+        options: Loader options (from the command line or a checked ``run.json``).
+        allow_pickle: Let the ``gas`` loader unpickle its file. Only the user's own
+            ``--allow-pickle`` sets it, never a run record.
+        dtype: The run's dtype: tables are read in float64 and converted to it after
+            checking that their values fit it.
+
+    """
+    options = dict(options)
+    table_options = [f"--{key}" for key in ("columns", "header") if key in options]
+    if table_options and _registered(name):
+        raise CommandError(
+            f"--data {name} does not take {', '.join(table_options)}: they select the columns"
+            " of a table file"
+        )
+    if dtype not in DTYPES:
+        raise CommandError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if name.lower() == "digits":
+        options["image"] = True
+    if allow_pickle:
+        if name.strip().lower() != "gas":
+            raise CommandError(f"--allow-pickle applies to --data gas only, not {name}")
+    try:
+        # data.load refuses unpickling whatever its options say: the user's own flag takes
+        # the one explicit, unsafe call.
+        ds = (
+            data.load_gas(options.pop("root", None), unsafe_allow_pickle=True, dtype=DTYPES[dtype])
+            if allow_pickle
+            else data.load(name, seed=seed, dtype=DTYPES[dtype], **options)
+        )
+    except TypeError as e:
+        given = ", ".join(f"--{k.replace('_', '-')}" for k in options if k != "image")
+        raise CommandError(
+            f"--data {name} does not take the options given ({given}): {e}"
+        ) from None
+    if ds.kind != "image":
+        return ds, None
+    image_shape = list(ds.train.shape[1:])
+    flat = {split: t.flatten(1) for split, t in ds.splits().items()}
+    rows = data.Dataset(
+        name=ds.name,
+        kind="tabular",
+        train=flat["train"],
+        val=flat["val"],
+        test=flat["test"],
+        density=ds.density,
+        levels=ds.levels,
+        feature_names=ds.feature_names,
+        description=ds.description,
+    )
+    return rows, image_shape
+
+
+def dataset_for(
+    record: dict, override: str | None = None, allow_pickle: bool = False
+) -> tuple[data.Dataset, list[int] | None]:
+    """The data of a (checked) run record, or the data set ``override`` with default options."""
+    source = record["data"]
+    name = override or source["name"]
+    options = source["options"] if override is None else {}
+    dtype = record["train"].get("dtype", "float32")
+    ds, image_shape = load_data(name, source["seed"], options, allow_pickle, dtype)
+    recorded = record.get("image_shape")
+    if override is None and recorded is not None and image_shape != recorded:
+        raise CommandError(
+            f"run.json says the images have shape {recorded} but {name} has {image_shape}"
+        )
+    return ds, image_shape

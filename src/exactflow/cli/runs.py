@@ -1,0 +1,298 @@
+"""A run folder: its record ``run.json`` (checked against a schema), its files, and its lock.
+
+A run lives in one folder::
+
+    run.json            what was fitted: data (name, options, seed), flow spec, training config
+    best.safetensors    best weights by validation loss (what eval/sample/plot use)
+    last.safetensors    latest weights and training state (what --resume continues from)
+    metrics.csv         one row per epoch
+    eval.json           test NLL, bits/dim, KL gap, exactness certificate
+    figures/*.png       pictures
+    .lock               the process id of the command writing the folder
+
+``run.json`` is read as untrusted input: every field is checked (type, known key, size) before it
+is used, and nothing in it can switch on unsafe loading (unpickling a data file needs the user's
+own ``--allow-pickle`` on the command line). The folder is written only by the process that holds
+its lock (:mod:`exactflow.cli.lock`).
+
+Example:
+    >>> record = {"data": {"name": "moons", "options": {"n_train": 500}, "seed": 0},
+    ...           "flow": {"name": "MAF", "kwargs": {"features": 2}}, "train": {"lr": 0.001}}
+    >>> check_record(record, "run.json")["flow"]["name"]
+    'MAF'
+    >>> check_record({**record, "image_shape": [3, 7]}, "run.json")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    exactflow.cli.errors.CommandError: run.json: image_shape must be null or 3 whole numbers ...
+
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from .. import checkpoint
+from ..atomic import write_atomic
+from ..flow import Flow
+from .arguments import MAX_SEED
+from .errors import CommandError
+
+__all__ = [
+    "EVAL_FILE",
+    "FIGURES",
+    "LOCK_FILE",
+    "RUN_FILE",
+    "RUN_FILES",
+    "check_record",
+    "holds_run",
+    "load_model",
+    "owned_by_a_run",
+    "read_record",
+    "write_json",
+]
+
+RUN_FILE = "run.json"
+EVAL_FILE = "eval.json"
+LOCK_FILE = ".lock"
+RUN_FILES = (RUN_FILE, EVAL_FILE, "metrics.csv", "best.safetensors", "last.safetensors")
+FIGURES = ("density.png", "pairwise.png", "samples.png", "data.png", "training.png")
+
+MAX_RECORD_BYTES = 1 << 20
+MAX_TEXT = 4096
+MAX_ROWS = 10**8
+MAX_LIST = 64
+MAX_COLUMNS = 100_000
+MAX_WIDTH = 1 << 20
+MAX_IMAGE_SIDE = 4096
+
+
+# ---------------------------------------------------------------------------- json files
+def _finite_or_null(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
+
+
+def write_json(path: Path, value: dict) -> None:
+    """Write ``value`` as strict JSON (a NaN or infinity becomes ``null``), atomically."""
+    text = json.dumps(_finite_or_null(value), indent=2, allow_nan=False)
+    write_atomic(path, lambda f: f.write(text + "\n"), binary=False)
+
+
+# ---------------------------------------------------------------------------- the record
+def _show(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (dict, list, str)) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _whole(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _text(value: Any, limit: int = MAX_TEXT) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= limit
+
+
+def _scalar(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, int):
+        return isinstance(value, bool) or abs(value) <= MAX_WIDTH
+    return value is None or (isinstance(value, str) and len(value) <= MAX_TEXT)
+
+
+_OPTIONS = {
+    "n_train": (lambda v: _whole(v, 0, MAX_ROWS), f"a whole number from 0 to {MAX_ROWS}"),
+    "n_val": (lambda v: _whole(v, 0, MAX_ROWS), f"a whole number from 0 to {MAX_ROWS}"),
+    "n_test": (lambda v: _whole(v, 0, MAX_ROWS), f"a whole number from 0 to {MAX_ROWS}"),
+    "root": (_text, "a folder path"),
+    "columns": (
+        lambda v: (
+            isinstance(v, list)
+            and 0 < len(v) <= MAX_COLUMNS
+            and all(_text(c, 1000) or _whole(c, -MAX_WIDTH, MAX_WIDTH) for c in v)
+        ),
+        "a list of column names or indices",
+    ),
+    "header": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+_TRAIN_TYPES: dict[str, tuple[type, ...]] = {
+    "optimizer": (str,),
+    "schedule": (str,),
+    "dtype": (str,),
+    "device": (str,),
+    "out": (str, type(None)),
+    "lr": (int, float),
+    "weight_decay": (int, float),
+    "clip_grad": (int, float, type(None)),
+    "epochs": (int, type(None)),
+    "steps": (int, type(None)),
+    "batch_size": (int,),
+    "patience": (int, type(None)),
+    "seed": (int,),
+    "checkpoint_every": (int, type(None)),
+    "max_nonfinite": (int,),
+    "standardize": (bool,),
+    "tensorboard": (bool,),
+    "compile": (bool,),
+}
+
+
+def _expect(ok: bool, path: object, where: str, expected: str, value: Any) -> None:
+    if not ok:
+        raise CommandError(f"{path}: {where} must be {expected}, got {_show(value)}")
+
+
+def _keys(value: Any, path: object, where: str, known: set[str], required: set[str]) -> None:
+    _expect(isinstance(value, dict), path, where, "an object", value)
+    unknown = sorted(set(value) - known)
+    if unknown:
+        hint = (
+            " (a run record cannot switch on unpickling; type --allow-pickle yourself)"
+            if "allow_pickle" in unknown
+            else ""
+        )
+        raise CommandError(
+            f"{path}: {where} has unknown key(s) {unknown}; known: {sorted(known)}{hint}"
+        )
+    missing = sorted(required - set(value))
+    if missing:
+        raise CommandError(f"{path}: {where} lacks {missing}; not a run record written by fit")
+
+
+def _check_data(value: Any, path: object) -> None:
+    _keys(value, path, "data", {"name", "options", "seed"}, {"name", "options", "seed"})
+    _expect(_text(value["name"]), path, "data.name", "a data set name or file path", value["name"])
+    seed = value["seed"]
+    _expect(_whole(seed, 0, MAX_SEED), path, "data.seed", f"a whole number 0..{MAX_SEED}", seed)
+    options = value["options"]
+    _keys(options, path, "data.options", set(_OPTIONS), set())
+    for key, option in options.items():
+        ok, expected = _OPTIONS[key]
+        _expect(ok(option), path, f"data.options.{key}", expected, option)
+
+
+def _check_flow(value: Any, path: object) -> dict:
+    known = {"name", "preset", "kwargs", "standardize"}
+    _keys(value, path, "flow", known, {"kwargs"})
+    name = value.get("name", value.get("preset"))
+    _expect(_text(name, 100), path, "flow.name", "a registered model name", name)
+    kwargs = value["kwargs"]
+    _expect(isinstance(kwargs, dict) and len(kwargs) <= MAX_LIST, path, "flow.kwargs",
+            f"an object of at most {MAX_LIST} keyword arguments", kwargs)  # fmt: skip
+    for key, item in kwargs.items():
+        ok = _scalar(item) or (
+            isinstance(item, list) and len(item) <= MAX_LIST and all(map(_scalar, item))
+        )
+        expected = f"a number, string, bool, null or a flat list of at most {MAX_LIST} of them"
+        _expect(ok and _text(key, 100), path, f"flow.kwargs.{key}", expected, item)
+    standardize = value.get("standardize", False)
+    _expect(isinstance(standardize, bool), path, "flow.standardize", "true or false", standardize)
+    spec = {"name": name, "kwargs": dict(kwargs)}
+    if standardize:
+        spec["standardize"] = True
+    return spec
+
+
+def _check_train(value: Any, path: object) -> None:
+    _expect(isinstance(value, dict) and len(value) <= MAX_LIST, path, "train", "an object", value)
+    for key, item in value.items():
+        types = _TRAIN_TYPES.get(key)
+        ok = _scalar(item) if types is None else isinstance(item, types) and _scalar(item)
+        if types is not None and bool not in types and isinstance(item, bool):
+            ok = False
+        expected = " or ".join("null" if t is type(None) else t.__name__ for t in types or ())
+        _expect(ok and _text(key, 100), path, f"train.{key}", expected or "a JSON scalar", item)
+
+
+def check_record(record: Any, path: object) -> dict:
+    """Check a run record against the schema; return it with the flow spec normalized.
+
+    Args:
+        record: The parsed ``run.json``.
+        path: Where it came from (for the message).
+
+    Returns:
+        The record, its ``flow`` as ``{"name": ..., "kwargs": {...}}`` (a record written before
+        the model registry says ``"preset"``).
+
+    Raises:
+        CommandError: A missing or unknown key, a value of the wrong type, or one out of range.
+
+    """
+    if not isinstance(record, dict):
+        raise CommandError(
+            f"{path}: not a run record (expected an object with 'data', 'flow' and 'train',"
+            f" got {_show(record)})"
+        )
+    _keys(record, path, "the record", {"data", "image_shape", "flow", "train"},
+          {"data", "flow", "train"})  # fmt: skip
+    _check_data(record["data"], path)
+    shape = record.get("image_shape")
+    ok = shape is None or (
+        isinstance(shape, list)
+        and len(shape) == 3
+        and all(_whole(s, 1, MAX_IMAGE_SIDE) for s in shape)
+    )
+    expected = f"null or 3 whole numbers [C, H, W] from 1 to {MAX_IMAGE_SIDE}"
+    _expect(ok, path, "image_shape", expected, shape)
+    _check_train(record["train"], path)
+    return {**record, "flow": _check_flow(record["flow"], path), "image_shape": shape}
+
+
+def read_record(run: Path) -> dict:
+    """Read and check ``run/run.json``; a missing folder or record is a :class:`CommandError`."""
+    if not run.is_dir():
+        raise CommandError(f"{run}: no such run folder (make one with 'exactflow fit --out {run}')")
+    path = run / RUN_FILE
+    if not path.is_file():
+        raise CommandError(f"{path}: missing; {run} is not a folder written by 'exactflow fit'")
+    size = path.stat().st_size
+    if size > MAX_RECORD_BYTES:
+        raise CommandError(f"{path}: {size} bytes, more than a run record's {MAX_RECORD_BYTES}")
+    try:
+        record = json.loads(path.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CommandError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise CommandError(f"{path}: nested too deeply to be a run record") from None
+    return check_record(record, path)
+
+
+# ---------------------------------------------------------------------------- run files
+def holds_run(folder: Path) -> bool:
+    """Whether ``folder`` holds (part of) a run: any of the files ``fit`` writes."""
+    return any((folder / name).exists() for name in RUN_FILES)
+
+
+def owned_by_a_run(path: Path) -> bool:
+    """Whether writing ``path`` would replace a file of a run (its record, weights, figures)."""
+    path = path.resolve()
+    folder = path.parent
+    if folder.name == "figures" and path.name in FIGURES and holds_run(folder.parent):
+        return True
+    if folder.name == "tensorboard" and holds_run(folder.parent):
+        return True
+    return path.name in (*RUN_FILES, LOCK_FILE) and holds_run(folder)
+
+
+# ---------------------------------------------------------------------------- the model
+def load_model(run: Path, which: str = "best", features: int | None = None) -> Flow:
+    """The flow of ``run/<which>.safetensors``; with ``features``, check that it is that wide."""
+    path = run / f"{which}.safetensors"
+    if not path.exists():
+        raise CommandError(f"{path}: missing; the run has no {which} checkpoint yet")
+    flow = checkpoint.load(path).flow
+    if features is not None and features != flow.features:
+        raise CommandError(
+            f"{path} models {flow.features}-D points but the data has {features} columns"
+        )
+    return flow

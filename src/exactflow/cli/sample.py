@@ -1,0 +1,91 @@
+"""``exactflow sample``: samples of a run's flow to ``.npy``, ``.csv`` or a ``.png`` grid."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import plot
+from ..atomic import temporaries, write_atomic
+from . import arguments
+from .errors import CommandError
+from .runs import load_model, owned_by_a_run, read_record
+
+__all__ = ["MAX_GRID", "MAX_SAMPLES", "add_parser", "run"]
+
+MAX_SAMPLES = 1_000_000  # default limit of -n; --max-samples raises it
+MAX_GRID = 1024  # images in one PNG grid
+SUFFIXES = (".npy", ".csv", ".png")
+
+
+def add_parser(sub: Any) -> None:
+    """The ``sample`` subcommand and its options."""
+    p = sub.add_parser("sample", help="draw samples to .npy, .csv or a .png grid (images)")
+    p.add_argument("run", help="run folder")
+    p.add_argument("-n", type=arguments.count, default=1000, help="number of samples")
+    p.add_argument("-o", "--output", required=True, help="file to write (.npy, .csv or .png)")
+    p.add_argument("--seed", type=arguments.seed, default=0)
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument(
+        "--max-samples",
+        type=arguments.count,
+        default=MAX_SAMPLES,
+        help=f"largest -n accepted (default {MAX_SAMPLES}; memory grows with it)",
+    )
+
+
+def _check_output(out: Path, args: argparse.Namespace, shape: list[int] | None) -> str:
+    suffix = out.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise CommandError(f"{out}: the output must end in .npy, .csv or .png, got {suffix!r}")
+    if out.is_dir():
+        raise CommandError(f"{out}: is a folder; give the file to write")
+    if owned_by_a_run(out):
+        raise CommandError(f"{out}: a file of a run folder; write the samples elsewhere")
+    if suffix == ".png":
+        if shape is None:
+            raise CommandError(f"{out}: a PNG grid needs an image data set; use .npy or .csv")
+        if args.n > MAX_GRID:
+            raise CommandError(
+                f"{out}: a PNG grid shows at most {MAX_GRID} images, got -n {args.n}"
+            )
+    return suffix
+
+
+def run(args: argparse.Namespace) -> None:
+    """Draw ``-n`` samples with ``--seed`` and write them atomically to ``-o``."""
+    folder = Path(args.run)
+    record = read_record(folder)
+    if args.n > args.max_samples:
+        raise CommandError(
+            f"-n {args.n} is more than the limit of {args.max_samples} samples"
+            " (raise it with --max-samples, memory permitting)"
+        )
+    out = Path(args.output)
+    shape = record["image_shape"]
+    suffix = _check_output(out, args, shape)
+    flow = load_model(folder, args.checkpoint)
+    if shape is not None and math.prod(shape) != flow.features:
+        raise CommandError(
+            f"{folder / 'run.json'}: image_shape {shape} has {math.prod(shape)} values but the"
+            f" flow models {flow.features}"
+        )
+    torch.manual_seed(args.seed)
+    with torch.no_grad():
+        chunks = [flow.sample((min(65536, args.n - i),)) for i in range(0, args.n, 65536)]
+    samples = torch.cat(chunks).double().numpy()
+    for stale in temporaries(out):  # left by a killed sample writing the same file
+        stale.unlink(missing_ok=True)
+    if suffix == ".png":
+        grid = torch.from_numpy(samples).reshape(-1, *shape)
+        plot.image_grid(out, grid, title=f"{args.n} samples")
+    elif suffix == ".npy":
+        write_atomic(out, lambda f: np.save(f, samples), binary=True)
+    else:
+        write_atomic(out, lambda f: np.savetxt(f, samples, delimiter=",", fmt="%.8g"), binary=False)
+    print(f"wrote {args.n} samples to {out}")

@@ -1,0 +1,101 @@
+"""Convolutional conditioner networks, for transforms of images ``(*, C, H, W)``.
+
+* :class:`ConvNet` — a small convolutional ResNet; a context vector enters as extra input
+  channels, constant over the image.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .mlp import check_context
+
+__all__ = ["ConvNet"]
+
+
+class _ConvBlock(nn.Module):
+    """``h -> h + conv(σ(conv(σ(h))))`` (pre-activation residual block, 3x3 then 1x1)."""
+
+    def __init__(self, width: int, activation: type[nn.Module]) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            activation(),
+            nn.Conv2d(width, width, 3, padding=1),
+            activation(),
+            nn.Conv2d(width, width, 1),
+        )
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h + self.net(h)
+
+
+class ConvNet(nn.Module):
+    """Convolutional ResNet ``(C_in, H, W) -> (C_out, H, W)`` (same spatial size).
+
+    A 3x3 convolution to ``hidden`` channels, ``blocks`` pre-activation residual blocks
+    ``h + W₂ σ(W₁ σ(h))`` (3x3 then 1x1 convolutions), and a 3x3 convolution to the output,
+    as in RealNVP's and Glow's coupling networks (Dinh et al. 2017; Kingma & Dhariwal 2018).
+    With ``context=C > 0`` the context vector is broadcast over the image and concatenated as
+    ``C`` extra input channels. Its output layer is ``self.output`` (for
+    :func:`~exactflow.nn.zero_output`).
+
+    Args:
+        in_channels: Input channels ``C_in``.
+        out_channels: Output channels ``C_out``.
+        hidden: Channels of the residual blocks.
+        blocks: Number of residual blocks (0: a plain three-layer network).
+        context: Width ``C`` of the context vector (0: none).
+        activation: Activation class.
+
+    Shapes: ``x (*, C_in, H, W)``, ``context (*, C)`` ``-> (*, C_out, H, W)``; the leading
+    dimensions of ``x`` and ``context`` broadcast.
+
+    Example:
+        >>> import torch, exactflow as ef
+        >>> net = ef.nn.ConvNet(2, 6, hidden=16, blocks=1, context=3)
+        >>> net(torch.randn(5, 2, 8, 8), torch.randn(5, 3)).shape
+        torch.Size([5, 6, 8, 8])
+
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        hidden: int = 64,
+        blocks: int = 2,
+        context: int = 0,
+        activation: type[nn.Module] = nn.ReLU,
+    ) -> None:
+        super().__init__()
+        if in_channels < 1 or out_channels < 1 or hidden < 1 or blocks < 0:
+            raise ValueError(
+                "ConvNet: in_channels, out_channels and hidden must be >= 1 and blocks >= 0, got"
+                f" {in_channels}, {out_channels}, {hidden} and {blocks}"
+            )
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.context = context
+        self.input = nn.Conv2d(in_channels + context, hidden, 3, padding=1)
+        self.blocks = nn.Sequential(*(_ConvBlock(hidden, activation) for _ in range(blocks)))
+        self.activation = activation()
+        self.output = nn.Conv2d(hidden, out_channels, 3, padding=1)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        if x.dim() < 3 or x.shape[-3] != self.in_channels:
+            raise ValueError(
+                f"ConvNet: expected input of shape (..., {self.in_channels}, H, W), got"
+                f" {tuple(x.shape)}"
+            )
+        if self.context:
+            c = check_context("ConvNet", self.context, context)
+            batch = torch.broadcast_shapes(x.shape[:-3], c.shape[:-1])
+            image = x.shape[-2:]
+            x = x.expand(*batch, *x.shape[-3:])
+            c = c[..., None, None].expand(*batch, self.context, *image)
+            x = torch.cat((x, c), dim=-3)
+        batch = x.shape[:-3]
+        h = x.reshape(batch.numel(), *x.shape[-3:])  # (N, C_in + C, H, W)
+        out = self.output(self.activation(self.blocks(self.input(h))))
+        return out.reshape(*batch, *out.shape[-3:])

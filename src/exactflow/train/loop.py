@@ -1,0 +1,315 @@
+"""The training loop: the run that :func:`exactflow.train.fit` drives.
+
+One training step computes the objective's mean per-row loss, backpropagates, clips the
+gradient norm and steps the optimizer. It makes **one host synchronization**: the finiteness
+check of the loss and the gradient norm together (``bool(finite)`` in :meth:`Run.step`), which
+decides whether the optimizer steps; a non-finite step is skipped without an update. Losses
+accumulate on the device and are read once per epoch (and every ``_BAR_EVERY`` steps while a
+progress bar is shown).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from .. import checkpoint
+from ..objectives import Objective
+from .config import TrainConfig
+from .inputs import Inputs
+from .logs import METRICS_FILE, Board, columns, write_metrics
+from .state import Progress, adopt_config, restore_rng, rng_state
+
+__all__ = ["NonFiniteLossError", "Run"]
+
+logger = logging.getLogger("exactflow.train")
+
+_BAR_EVERY = 25  # steps between progress-bar updates (each reads the loss: one host sync)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training met too many non-finite losses, or a non-finite validation metric, and stopped."""
+
+
+class Run:
+    """The mutable state of one training run and the loop that advances it."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: Objective,
+        inputs: Inputs,
+        config: TrainConfig,
+        spec: dict | None,
+    ) -> None:
+        self.model, self.objective, self.inputs = model, objective, inputs
+        self.config, self.spec = config, spec
+        self.out = Path(config.out) if config.out is not None else None
+        self.names = columns(objective.name)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
+        optimizer = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+        self.optimizer = optimizer(self.params, lr=config.lr, weight_decay=config.weight_decay)
+        source = inputs.source
+        self.batches = len(source) if source is not None else config.epoch_steps
+        self.total = config.steps if config.steps is not None else math.inf
+        if config.epochs is not None:
+            self.total = min(self.total, config.epochs * self.batches)
+        self.scheduler: Any = None
+        if config.schedule == "cosine":
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, self.total)
+        elif config.schedule == "plateau":
+            plateau = max(1, (config.patience or 20) // 4)
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, factor=0.5, patience=plateau
+            )
+        self.progress = Progress()
+        self.finished = False
+        self.best_weights: dict[str, Tensor] | None = None
+        self.saved_step: int | None = None  # step of the checkpoint on disk
+        self.loss: Callable[[Tensor | None, Tensor | None], Tensor] = self._mean_loss
+        if config.compile:
+            self.loss = torch.compile(self._mean_loss)
+        # The epoch's sum of losses stays on the device; Progress.loss_sum holds it when saved.
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=inputs.device)
+
+    def _mean_loss(self, x: Tensor | None, context: Tensor | None) -> Tensor:
+        return self.objective.loss(self.model, x, context).mean()
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> dict[str, Any]:
+        self.progress.loss_sum = float(self.loss_sum)
+        return {
+            **self.progress.to_state(),
+            "finished": self.finished,
+            "metric": self.objective.name,
+            "rng": rng_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "config": self.config.to_dict(),
+        }
+
+    def restore(self, last: checkpoint.Checkpoint, best: checkpoint.Checkpoint | None) -> None:
+        """Take over a checkpointed run; raises before modifying the model if anything is off."""
+        state = last.state
+        try:
+            saved_metric = state.get("metric", "nll")
+            if saved_metric != self.objective.name:
+                raise ValueError(
+                    f"cannot resume {last.path}: it was trained on {saved_metric!r}, not on"
+                    f" {self.objective.name!r}"
+                )
+            progress = Progress.from_state(state)
+            optimizer_state, scheduler_state = state["optimizer"], state["scheduler"]
+            rng = state["rng"] if "rng" in state else {"cpu": state["torch_rng"]}
+            saved_config = state["config"]
+        except (KeyError, TypeError, AttributeError) as error:
+            raise ValueError(
+                f"cannot resume from {last.path}: it holds no complete training state"
+                f" (missing or malformed {error})"
+            ) from error
+        try:
+            self.optimizer.load_state_dict(optimizer_state)
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(scheduler_state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise ValueError(
+                f"cannot resume from {last.path}: its optimizer or scheduler state does not fit"
+                f" this run ({str(error).splitlines()[0] if str(error) else error!r})"
+            ) from None
+        adopt_config(last.path, saved_config, self.config, self.optimizer, self.scheduler)
+        restore_rng(rng, last.path)
+        self.progress = progress
+        self.loss_sum.fill_(progress.loss_sum)
+        self.finished = self.done()
+        self.model.load_state_dict(last.model.state_dict())
+        # A best file predating this run's first validation may come from an older run in the
+        # same directory; the replayed first epoch rewrites it.
+        if best is not None and progress.best_epoch > 0:
+            self.best_weights = {k: v.clone() for k, v in best.model.state_dict().items()}
+        self.saved_step = progress.step
+
+    def done(self) -> bool:
+        """Whether the run's limits are reached (read from the current config)."""
+        p, config = self.progress, self.config
+        epochs_done = config.epochs is not None and p.epoch >= config.epochs
+        return p.stopped_early or epochs_done or p.step >= self.total
+
+    # ------------------------------------------------------------------ saving
+    def save_last(self) -> None:
+        if self.out is not None:
+            path = self.out / "last.safetensors"
+            checkpoint.save(path, self.model, spec=self.spec, state=self.state())
+            self.saved_step = self.progress.step
+
+    def save_best(self) -> None:
+        if self.out is not None:
+            p = self.progress
+            state = {"epoch": p.epoch, "step": p.step, "val": p.best_val}
+            state["metric"] = self.objective.name
+            checkpoint.save(self.out / "best.safetensors", self.model, spec=self.spec, state=state)
+
+    # ------------------------------------------------------------------ loop
+    def step(self, x: Tensor | None, context: Tensor | None) -> None:
+        p = self.progress
+        p.step += 1
+        first = self.config.compile and p.compile_seconds is None
+        start = time.perf_counter()
+        loss = self.loss(x, context)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        limit = self.config.clip_grad if self.config.clip_grad is not None else math.inf
+        norm = torch.nn.utils.clip_grad_norm_(self.params, limit)
+        # The step's one host synchronization: it decides whether the optimizer steps.
+        if not bool(torch.isfinite(loss) & torch.isfinite(norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            p.skipped += 1
+            p.consecutive += 1
+            if p.consecutive >= self.config.max_nonfinite:
+                raise NonFiniteLossError(self.nonfinite_message())
+            return
+        self.optimizer.step()
+        if self.config.schedule == "cosine":
+            self.scheduler.step()
+        p.consecutive = 0
+        self.loss_sum += loss.detach()
+        p.loss_count += 1
+        if first:
+            p.compile_seconds = time.perf_counter() - start
+            logger.info("the first compiled step took %.2f s", p.compile_seconds)
+
+    def where_kept(self) -> str:
+        if self.saved_step is None:
+            if self.out is None:
+                return "no checkpoint is kept (config.out is None)"
+            return "no checkpoint had been written yet"
+        return (
+            f"the last good checkpoint is kept: {self.out / 'last.safetensors'}"
+            f" (step {self.saved_step})"
+        )
+
+    def advice(self) -> str:
+        """What to do after a divergence; every clause of it works."""
+        lower = f"a lower lr (now {self.config.lr:g}; e.g. {self.config.lr / 10:g})"
+        if self.saved_step is None:
+            return f"Rerun with {lower}"
+        return f"Rerun with {lower} and resume=True to continue from the checkpoint"
+
+    def nonfinite_message(self) -> str:
+        p = self.progress
+        return (
+            f"training stopped at step {p.step}: {p.consecutive} consecutive steps had a"
+            f" non-finite loss or gradient (max_nonfinite={self.config.max_nonfinite}); those"
+            f" steps were skipped without updating the model, and {self.where_kept()}."
+            f" {self.advice()}, or set clip_grad, standardize the data or use"
+            " dtype='float64'"
+        )
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        """The objective's metric averaged over the validation rows (one host read)."""
+        was_training = self.model.training
+        self.model.eval()
+        total = torch.zeros((), dtype=torch.float64, device=self.inputs.device)
+        val = self.inputs.val
+        if val is None:  # an objective without data: one batch of its own samples
+            value = self.objective.metric(self.model, None, None).double().mean()
+        else:
+            x, context = val
+            size = self.config.batch_size
+            for i in range(0, len(x), size):
+                c = None if context is None else context[i : i + size]
+                total += self.objective.metric(self.model, x[i : i + size], c).double().sum()
+            value = total / len(x)
+        self.model.train(was_training)
+        return float(value)
+
+    def end_epoch(self, clock: float) -> dict[str, Any]:
+        p = self.progress
+        value = self.validate()
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        name = self.objective.name
+        if not math.isfinite(value):
+            kept = self.where_kept()
+            raise NonFiniteLossError(
+                f"the validation {name} is {value} after epoch {p.epoch + 1} (step {p.step}):"
+                f" the model diverged at lr={self.config.lr:g}. {kept[0].upper()}{kept[1:]}."
+                f" {self.advice()}, or set clip_grad or standardize the data"
+            )
+        if self.config.schedule == "plateau":
+            self.scheduler.step(value)
+        p.epoch += 1
+        improved = value < p.best_val
+        if improved:
+            p.best_val, p.best_epoch, p.bad_epochs = value, p.epoch, 0
+            self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        else:
+            p.bad_epochs += 1
+        p.elapsed = time.perf_counter() - clock
+        train = float(self.loss_sum) / p.loss_count if p.loss_count else math.nan
+        values = (p.epoch, p.step, train, value, lr, round(p.elapsed, 3), p.skipped)
+        row = dict(zip(self.names, values, strict=True))
+        p.history.append(row)
+        p.batch, p.loss_count, p.skipped = 0, 0, 0
+        self.loss_sum.zero_()
+        patience = self.config.patience
+        p.stopped_early = patience is not None and p.bad_epochs >= patience
+        self.finished = self.done()
+        if improved:  # best before last: "last" may then refer to it
+            self.save_best()
+        self.save_last()
+        return row
+
+    def epoch_batches(self) -> Any:
+        """The rest of the current epoch's batches (the ones already taken are skipped)."""
+        p = self.progress
+        if self.inputs.source is None:
+            return ((None, None) for _ in range(p.batch, self.batches))
+        batches = self.inputs.batches(p.epoch)
+        for _ in range(p.batch):
+            next(batches)
+        return batches
+
+    def run(self, progress: bool) -> None:
+        every = self.config.checkpoint_every
+        p = self.progress
+        clock = time.perf_counter() - p.elapsed
+        metrics = None if self.out is None else self.out / METRICS_FILE
+        if metrics is not None:
+            write_metrics(metrics, p.history, self.names)
+        board = Board(self.out, self.config.tensorboard)
+        bar = tqdm(total=self.total, initial=p.step, disable=not progress, unit="step")
+        train_key, val_key = self.names[2], self.names[3]
+        self.model.train()
+        try:
+            with self.objective.fitting(self.model):
+                while not self.finished:
+                    for x, context in self.epoch_batches():
+                        if p.step >= self.total:
+                            break
+                        self.step(x, context)
+                        p.batch += 1
+                        bar.update(1)
+                        if progress and p.loss_count and p.step % _BAR_EVERY == 0:
+                            mean = float(self.loss_sum) / p.loss_count
+                            bar.set_postfix({train_key: mean}, refresh=False)
+                        ends_epoch = p.batch == self.batches or p.step >= self.total
+                        if every is not None and p.step % every == 0 and not ends_epoch:
+                            self.save_last()
+                    row = self.end_epoch(clock)
+                    bar.set_postfix({train_key: row[train_key], val_key: row[val_key]})
+                    if metrics is not None:
+                        write_metrics(metrics, p.history, self.names)
+                    board.scalars(row, (train_key, val_key, "lr"), row["step"])
+        finally:
+            bar.close()
+            board.close()
