@@ -757,3 +757,19 @@ def test_a_training_step_reads_the_device_once(monkeypatch: pytest.MonkeyPatch) 
     # its finiteness check, once), and per epoch the validation metric and the training loss.
     others = [r for r in training if r != "__bool__ in loop.py"]
     assert len(others) <= 2 * 2 + 2 + 2 * 3, others
+
+
+def test_a_run_that_never_beats_its_start_warns_naming_lr() -> None:
+    x = gaussian(600)
+    flow = make_flow()
+    with pytest.warns(ef.train.TrainingWorsenedWarning, match=r"lr=3 is likely too high"):
+        fit(flow, NLL(), x[:500], config(epochs=3, lr=3.0), val=x[500:], progress=False)
+
+
+def test_a_run_that_improves_does_not_warn() -> None:
+    import warnings
+
+    x = gaussian(600)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ef.train.TrainingWorsenedWarning)
+        fit(make_flow(), NLL(), x[:500], config(epochs=2), val=x[500:], progress=False)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ import torch
 from .. import checkpoint, metrics, objectives, registry
 from ..atomic import write_atomic
 from ..data import Dataset
-from ..train import TrainConfig, fit
+from ..train import TrainConfig, TrainingWorsenedWarning, fit
 from ..train.config import resolve_device
 from . import arguments
 from .datasets import data_name, data_options, load_data
@@ -307,16 +309,18 @@ def _fit_into(
     last = _stamp(folder / "last.safetensors")
     write_json(folder / RUN_FILE, record)
     try:
-        result = fit(
-            model,
-            objectives.NLL(),
-            data=ds.train,
-            val=ds.val,
-            config=config,
-            spec=spec,
-            resume=resume,
-            progress=not args.no_progress,
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", TrainingWorsenedWarning)
+            result = fit(
+                model,
+                objectives.NLL(),
+                data=ds.train,
+                val=ds.val,
+                config=config,
+                spec=spec,
+                resume=resume,
+                progress=not args.no_progress,
+            )
     except BaseException:
         if previous is not None and _stamp(folder / "last.safetensors") == last:
             # Nothing was trained with the new settings: the record says what was.
@@ -332,6 +336,13 @@ def _fit_into(
     report["best_epoch"] = result.best_epoch
     write_report(folder, report)
     print(format_report(ds.name, report))
+    for warning in caught:  # said after the figures it qualifies, on stderr like errors
+        if issubclass(warning.category, TrainingWorsenedWarning):
+            print(f"exactflow fit: warning: {warning.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
     if not args.no_plots:
         for path in draw(folder, best, ds, image_shape, config.seed):
             print(f"wrote {out / path.relative_to(folder)}")

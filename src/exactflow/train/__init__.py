@@ -25,6 +25,13 @@ Example:
 from .config import TrainConfig
 from .fitting import FitResult, fit
 from .logs import columns
-from .loop import NonFiniteLossError
+from .loop import NonFiniteLossError, TrainingWorsenedWarning
 
-__all__ = ["FitResult", "NonFiniteLossError", "TrainConfig", "columns", "fit"]
+__all__ = [
+    "FitResult",
+    "NonFiniteLossError",
+    "TrainConfig",
+    "TrainingWorsenedWarning",
+    "columns",
+    "fit",
+]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from ..flow import DTYPES
 from ..objectives import Objective
 from .config import TrainConfig, resolve_device
 from .inputs import Inputs, prepare
-from .loop import Run
+from .loop import Run, TrainingWorsenedWarning
 
 __all__ = ["FitResult", "fit"]
 
@@ -186,6 +187,9 @@ def fit(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     run.run(progress)
+    worse = run.worsened()
+    if worse is not None:
+        warnings.warn(worse, TrainingWorsenedWarning, stacklevel=2)
     if run.best_weights is not None:
         model.load_state_dict(run.best_weights)
     p = run.progress

@@ -28,7 +28,7 @@ from .inputs import Inputs
 from .logs import METRICS_FILE, Board, columns, write_metrics
 from .state import Progress, adopt_config, restore_rng, rng_state
 
-__all__ = ["NonFiniteLossError", "Run"]
+__all__ = ["NonFiniteLossError", "Run", "TrainingWorsenedWarning"]
 
 logger = logging.getLogger("exactflow.train")
 
@@ -37,6 +37,10 @@ _BAR_EVERY = 25  # steps between progress-bar updates (each reads the loss: one 
 
 class NonFiniteLossError(FloatingPointError):
     """Training met too many non-finite losses, or a non-finite validation metric, and stopped."""
+
+
+class TrainingWorsenedWarning(UserWarning):
+    """Training ended without beating the model it started from on the validation metric."""
 
 
 class Run:
@@ -289,6 +293,8 @@ class Run:
         board = Board(self.out, self.config.tensorboard)
         bar = tqdm(total=self.total, initial=p.step, disable=not progress, unit="step")
         train_key, val_key = self.names[2], self.names[3]
+        if p.step == 0 and p.start_val is None:
+            p.start_val = self.validate()  # what "better" means: the model before training
         self.model.train()
         try:
             with self.objective.fitting(self.model):
@@ -313,3 +319,19 @@ class Run:
         finally:
             bar.close()
             board.close()
+
+    def worsened(self) -> str | None:
+        """Why the run did worse than its starting point, or ``None`` when it did not.
+
+        A run whose best validation metric is above the one measured before its first step
+        trained the model away from where it began: almost always a learning rate too high.
+        """
+        p = self.progress
+        if p.start_val is None or not math.isfinite(p.start_val) or p.best_val <= p.start_val:
+            return None
+        name = self.objective.name
+        return (
+            f"training never improved on the starting model: best validation {name}"
+            f" {p.best_val:.4g} (epoch {p.best_epoch}) against {p.start_val:.4g} before the first"
+            f" step; lr={self.config.lr:g} is likely too high (try {self.config.lr / 10:g})"
+        )

@@ -39,6 +39,8 @@ class Progress:
         elapsed: Seconds of training so far.
         stopped_early: Whether the patience ran out.
         compile_seconds: Wall time of the first compiled step (``None`` without compilation).
+        start_val: Validation metric of the model before its first step (``None``: not measured,
+            as in runs saved before it was kept).
         history: One row per epoch (the columns of ``metrics.csv``).
 
     """
@@ -56,6 +58,7 @@ class Progress:
     elapsed: float = 0.0
     stopped_early: bool = False
     compile_seconds: float | None = None
+    start_val: float | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def to_state(self) -> dict[str, Any]:
@@ -73,6 +76,7 @@ class Progress:
             "elapsed": self.elapsed,
             "stopped_early": self.stopped_early,
             "compile_seconds": self.compile_seconds,
+            "start_val": self.start_val,
             "history": self.history,
         }
 
@@ -81,6 +85,7 @@ class Progress:
         """Read the counters saved by :meth:`to_state` (``KeyError``/``TypeError`` if absent)."""
         best = state["best_val"] if "best_val" in state else state["best_val_nll"]  # v1 name
         compiled = state.get("compile_seconds")
+        start = state.get("start_val")
         return cls(
             epoch=int(state["epoch"]),
             step=int(state["step"]),
@@ -95,6 +100,7 @@ class Progress:
             elapsed=float(state["elapsed"]),
             stopped_early=bool(state["stopped_early"]),
             compile_seconds=None if compiled is None else float(compiled),
+            start_val=None if start is None else float(start),
             history=[dict(row) for row in state["history"]],
         )
 
