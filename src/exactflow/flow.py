@@ -9,6 +9,8 @@ and is sampled by drawing ``z ~ p_base`` and returning ``T^{-1}(z)``.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, constraints
@@ -35,7 +37,7 @@ def placement(module: nn.Module) -> tuple[torch.dtype, torch.device]:
         (torch.float64, device(type='cpu'))
 
     """
-    for t in (*module.parameters(), *module.buffers()):
+    for t in itertools.chain(module.parameters(), module.buffers()):  # lazily: stops early
         if t.is_floating_point():
             return t.dtype, t.device
     return torch.get_default_dtype(), torch.device("cpu")

@@ -56,6 +56,7 @@ class MAF(Flow):
         scale_bound: float | None = 3.0,
         validate: bool = True,
     ) -> None:
+        config = config_of(locals())
         check_preset("MAF", features, transforms, permutation)
         steps = autoregressive_layers(
             AffineMap(scale_bound),
@@ -68,16 +69,7 @@ class MAF(Flow):
             seed,
         )
         super().__init__(Compose(steps), StandardNormal(features), validate=validate)
-        self.config = config_of(
-            features=features,
-            context=context,
-            transforms=transforms,
-            hidden=hidden,
-            permutation=permutation,
-            residual=residual,
-            seed=seed,
-            scale_bound=scale_bound,
-        )
+        self.config = config
 
 
 class IAF(Flow):
@@ -123,6 +115,7 @@ class IAF(Flow):
         scale_bound: float | None = 3.0,
         validate: bool = True,
     ) -> None:
+        config = config_of(locals())
         check_preset("IAF", features, transforms, permutation)
         steps = autoregressive_layers(
             AffineMap(scale_bound),
@@ -136,13 +129,4 @@ class IAF(Flow):
             inverse=True,
         )
         super().__init__(Compose(steps), StandardNormal(features), validate=validate)
-        self.config = config_of(
-            features=features,
-            context=context,
-            transforms=transforms,
-            hidden=hidden,
-            permutation=permutation,
-            residual=residual,
-            seed=seed,
-            scale_bound=scale_bound,
-        )
+        self.config = config

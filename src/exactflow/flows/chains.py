@@ -102,6 +102,15 @@ def autoregressive_layers(
     return _chain(layers, features, permutation)
 
 
-def config_of(**kwargs: object) -> dict:
-    """The constructor keywords, as the JSON values they round-trip to."""
-    return {k: list(v) if isinstance(v, tuple | list) else v for k, v in kwargs.items()}
+def config_of(arguments: dict[str, object]) -> dict:
+    """A preset's constructor keywords as the JSON values they round-trip to.
+
+    Called as ``config_of(locals())`` on the first line of a preset's ``__init__``, so the
+    saved keywords are exactly the signature's; ``validate`` is left out (it switches input
+    checks, it does not shape the model).
+    """
+    return {
+        k: list(v) if isinstance(v, tuple | list) else v
+        for k, v in arguments.items()
+        if k not in ("self", "validate", "__class__")
+    }

@@ -52,6 +52,7 @@ class NICE(Flow):
         seed: int = 0,
         validate: bool = True,
     ) -> None:
+        config = config_of(locals())
         check_preset("NICE", features, transforms, permutation)
         steps = coupling_layers(
             Additive(), features, context, transforms, hidden, permutation, residual, seed
@@ -59,15 +60,7 @@ class NICE(Flow):
         super().__init__(
             Compose([*steps, Affine(features)]), StandardNormal(features), validate=validate
         )
-        self.config = config_of(
-            features=features,
-            context=context,
-            transforms=transforms,
-            hidden=hidden,
-            permutation=permutation,
-            residual=residual,
-            seed=seed,
-        )
+        self.config = config
 
 
 class RealNVP(Flow):
@@ -111,6 +104,7 @@ class RealNVP(Flow):
         scale_bound: float | None = 3.0,
         validate: bool = True,
     ) -> None:
+        config = config_of(locals())
         check_preset("RealNVP", features, transforms, permutation)
         steps = coupling_layers(
             AffineMap(scale_bound),
@@ -123,13 +117,4 @@ class RealNVP(Flow):
             seed,
         )
         super().__init__(Compose(steps), StandardNormal(features), validate=validate)
-        self.config = config_of(
-            features=features,
-            context=context,
-            transforms=transforms,
-            hidden=hidden,
-            permutation=permutation,
-            residual=residual,
-            seed=seed,
-            scale_bound=scale_bound,
-        )
+        self.config = config

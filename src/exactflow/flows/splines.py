@@ -59,20 +59,10 @@ class NSF(Flow):
         seed: int = 0,
         validate: bool = True,
     ) -> None:
+        config = config_of(locals())
         check_preset("NSF", features, transforms, permutation)
         spline = RationalQuadraticSpline(bins=bins, bound=bound, tails="linear")
         layers = coupling_layers if coupling else autoregressive_layers
         steps = layers(spline, features, context, transforms, hidden, permutation, residual, seed)
         super().__init__(Compose(steps), StandardNormal(features), validate=validate)
-        self.config = config_of(
-            features=features,
-            context=context,
-            transforms=transforms,
-            hidden=hidden,
-            bins=bins,
-            bound=bound,
-            coupling=coupling,
-            permutation=permutation,
-            residual=residual,
-            seed=seed,
-        )
+        self.config = config

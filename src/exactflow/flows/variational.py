@@ -78,19 +78,14 @@ class Planar(Flow):
         activation: str = "tanh",
         validate: bool = True,
     ) -> None:
+        config = config_of(locals())
         widths = _vi_check("Planar", features, context, transforms, hidden)
         steps = [
             Inverse(PlanarStep(features, activation, context=context, hidden=widths))
             for _ in range(transforms)
         ]
         super().__init__(Compose(steps), StandardNormal(features), validate=validate)
-        self.config = config_of(
-            features=features,
-            context=context,
-            transforms=transforms,
-            hidden=widths,
-            activation=activation,
-        )
+        self.config = config
 
 
 class Radial(Flow):
@@ -127,14 +122,13 @@ class Radial(Flow):
         hidden: Sequence[int] | None = None,
         validate: bool = True,
     ) -> None:
+        config = config_of(locals())
         widths = _vi_check("Radial", features, context, transforms, hidden)
         steps = [
             Inverse(RadialStep(features, context=context, hidden=widths)) for _ in range(transforms)
         ]
         super().__init__(Compose(steps), StandardNormal(features), validate=validate)
-        self.config = config_of(
-            features=features, context=context, transforms=transforms, hidden=widths
-        )
+        self.config = config
 
 
 class Sylvester(Flow):
@@ -181,6 +175,7 @@ class Sylvester(Flow):
         context_hidden: Sequence[int] = _HIDDEN,
         validate: bool = True,
     ) -> None:
+        config = config_of(locals())
         widths = _vi_check("Sylvester", features, context, transforms, context_hidden)
         if hidden is not None and not isinstance(hidden, int):
             raise TypeError(
@@ -193,11 +188,4 @@ class Sylvester(Flow):
             step = SylvesterStep(features, hidden, kind, flip=flip, context=context, hidden=widths)
             steps.append(Inverse(step))
         super().__init__(Compose(steps), StandardNormal(features), validate=validate)
-        self.config = config_of(
-            features=features,
-            context=context,
-            transforms=transforms,
-            hidden=hidden,
-            kind=kind,
-            context_hidden=widths,
-        )
+        self.config = config

@@ -226,28 +226,40 @@ class Coupling(Transform):
     def _params(self, x: Tensor, context: Tensor | None) -> Tensor:
         """The map's parameters ``(*, |B|, P)`` from the kept part of ``x``."""
         n, p = self.event_ndim, self.map.params
+        context = context if self.context else None
+        if n == 1:  # vectors: the common case, with no reshaping beyond the parameter split
+            out = self.net(x.index_select(-1, self.identity_index), context)
+            if out.dim() < 1 or out.shape[-1] != self._rows * p:
+                self._wrong_output(out, (self._rows * p,))
+            return out.unflatten(-1, (self._rows, p))
         kept = x.index_select(-n, self.identity_rows) if self.split else x * self.keep
-        out = self.net(kept, context if self.context else None)
+        out = self.net(kept, context)
         expected = (self._rows * p, *self.event_shape[1:])
         if out.dim() < n or tuple(out.shape[out.dim() - n :]) != expected:
-            raise ValueError(
-                f"Coupling: the conditioner must return (*, {', '.join(str(k) for k in expected)}),"
-                f" got {tuple(out.shape)}"
-            )
+            self._wrong_output(out, expected)
         theta = out.unflatten(-n, (self._rows, p)).movedim(-n, -1)  # (*, rows, *rest, P)
         theta = theta.flatten(-n - 1, -2)  # (*, rows · ∏rest, P)
         return theta if self.split else theta.index_select(-2, self.transformed_index)
 
+    @staticmethod
+    def _wrong_output(out: Tensor, expected: tuple[int, ...]) -> None:
+        raise ValueError(
+            f"Coupling: the conditioner must return (*, {', '.join(str(k) for k in expected)}),"
+            f" got {tuple(out.shape)}"
+        )
+
     def _couple(self, x: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
         params = self._params(x, context)
-        flat = x.flatten(x.dim() - self.event_ndim)  # (*, N)
+        flat = x if self.event_ndim == 1 else x.flatten(x.dim() - self.event_ndim)  # (*, N)
         part = flat.index_select(-1, self.transformed_index)
         step = self.map.inverse if inverse else self.map.forward
         new, log_slope = step(part, params)
         if new.shape[:-1] != flat.shape[:-1]:  # a context with more batch dimensions than x
             flat = flat.expand(*new.shape[:-1], flat.shape[-1])
         out = flat.index_copy(-1, self.transformed_index, new)
-        return out.unflatten(-1, self.event_shape), log_slope.sum(-1)
+        if self.event_ndim > 1:
+            out = out.unflatten(-1, self.event_shape)
+        return out, log_slope.sum(-1)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self._couple(x, context, inverse=False)
