@@ -83,14 +83,15 @@ def test_loss_decreases_on_a_gaussian() -> None:
 def test_early_stopping_restores_the_best_weights(tmp_path: Path) -> None:
     # Validation data sit where the flow starts; training pulls it away, so val only worsens.
     train, val = gaussian(256, loc=6.0), torch.randn(128, 2)
-    result = fit(
-        make_flow(),
-        NLL(),
-        train,
-        config(epochs=50, patience=3, lr=5e-2, schedule="none", out=str(tmp_path)),
-        val=val,
-        progress=False,
-    )
+    with pytest.warns(ef.train.TrainingWorsenedWarning, match="never improved"):
+        result = fit(
+            make_flow(),
+            NLL(),
+            train,
+            config(epochs=50, patience=3, lr=5e-2, schedule="none", out=str(tmp_path)),
+            val=val,
+            progress=False,
+        )
     vals = [row["val_nll"] for row in result.history]
     assert result.stopped_early and len(vals) == 4 and result.best_epoch == 1
     assert vals[0] == min(vals) == result.best_val_nll
@@ -754,9 +755,10 @@ def test_a_training_step_reads_the_device_once(monkeypatch: pytest.MonkeyPatch) 
     per_step = [r for r in training if r == "__bool__ in loop.py"]
     assert len(per_step) == result.steps == 12
     # Besides: the data checks up front (2 per tensor), ActNorm's initialization (its flag and
-    # its finiteness check, once), and per epoch the validation metric and the training loss.
+    # its finiteness check, once), the validation metric before the first step, and per epoch
+    # the validation metric and the training loss.
     others = [r for r in training if r != "__bool__ in loop.py"]
-    assert len(others) <= 2 * 2 + 2 + 2 * 3, others
+    assert len(others) <= 2 * 2 + 2 + 1 + 2 * 3, others
 
 
 def test_a_run_that_never_beats_its_start_warns_naming_lr() -> None:

@@ -293,11 +293,11 @@ class Run:
         board = Board(self.out, self.config.tensorboard)
         bar = tqdm(total=self.total, initial=p.step, disable=not progress, unit="step")
         train_key, val_key = self.names[2], self.names[3]
-        if p.step == 0 and p.start_val is None:
-            p.start_val = self.validate()  # what "better" means: the model before training
         self.model.train()
         try:
             with self.objective.fitting(self.model):
+                if p.step == 0 and p.start_val is None:  # what "better" means: the start
+                    p.start_val = self.validate()
                 while not self.finished:
                     for x, context in self.epoch_batches():
                         if p.step >= self.total:
