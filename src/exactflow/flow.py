@@ -37,6 +37,9 @@ def placement(module: nn.Module) -> tuple[torch.dtype, torch.device]:
         (torch.float64, device(type='cpu'))
 
     """
+    if isinstance(module, Flow):  # its base density's anchor buffer follows every .to()
+        anchor = module.base._anchor
+        return anchor.dtype, anchor.device
     for t in itertools.chain(module.parameters(), module.buffers()):  # lazily: stops early
         if t.is_floating_point():
             return t.dtype, t.device
