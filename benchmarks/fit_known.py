@@ -106,17 +106,6 @@ def mean_se(values: Tensor) -> tuple[float, float]:
     return float(values.mean()), float(values.std() / math.sqrt(len(values)))
 
 
-@torch.no_grad()
-def log_q(flow: ef.Flow, x: Tensor, context: Tensor | None = None, chunk: int = 4096) -> Tensor:
-    """``log q(x | context)`` in float64, evaluated in chunks (IAF's density is ``D`` passes)."""
-    flow.eval()
-    parts = []
-    for i in range(0, len(x), chunk):
-        c = None if context is None else context[i : i + chunk]
-        parts.append(flow.log_prob(x[i : i + chunk], c).double())
-    return torch.cat(parts)
-
-
 def config(settings: Settings, steps: int) -> TrainConfig:
     return TrainConfig(
         optimizer="adam",
@@ -152,7 +141,7 @@ def fit_target(target: Density, entropy: Entropy, settings: Settings) -> list[Ro
             flow, ef.objectives.NLL(), train, config(settings, steps), val=val, progress=False
         )
         seconds = time.perf_counter() - start
-        q = log_q(result.flow, test)
+        q = ef.metrics.log_density(result.flow, test)
         nll, nll_se = mean_se(-q)
         paired, paired_se = mean_se(log_p - q)
         rows.append(
@@ -249,7 +238,7 @@ def conditional_check(settings: Settings) -> tuple[str, dict[str, float]]:
     for value in grid:
         c = value.expand(settings.per_context, 1)
         x = cond_sample(c, g)
-        error = cond_log_prob(x, c) - log_q(result.flow, x.float(), c.float())
+        error = cond_log_prob(x, c) - ef.metrics.log_density(result.flow, x.float(), c.float())
         errors.append(error)
         lines.append(
             f"| {value:+.2f} | {error.abs().mean():.4f} | {error.abs().max():.4f}"
