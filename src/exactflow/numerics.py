@@ -10,7 +10,15 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["fixed_point", "solve_increasing", "tolerance", "tracing"]
+__all__ = [
+    "fixed_point",
+    "hutchinson_trace",
+    "rademacher",
+    "solve_increasing",
+    "tolerance",
+    "tracing",
+    "under_functorch",
+]
 
 
 def tracing() -> bool:
@@ -28,11 +36,24 @@ def tracing() -> bool:
         tensor([1., 1.])
 
     """
-    return (
-        torch.compiler.is_compiling()
-        or torch.jit.is_tracing()
-        or torch._C._functorch.peek_interpreter_stack() is not None
-    )
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or under_functorch()
+
+
+def under_functorch() -> bool:
+    """Whether a ``torch.func`` transform (``vmap``, ``grad``, ``jacrev``, ...) is active.
+
+    These transforms, unlike ``torch.compile``, cannot batch in-place writes into a tensor
+    created inside the call; code with such a fast path takes its functional path here.
+
+    Example:
+        >>> import torch, exactflow as ef
+        >>> ef.numerics.under_functorch()
+        False
+
+    """
+    if torch.compiler.is_compiling():  # dynamo handles the transforms itself; asking the
+        return False  # interpreter stack there would also slow the compiled graph down
+    return torch._C._functorch.peek_interpreter_stack() is not None
 
 
 # ---------------------------------------------------------------------------- root finding
@@ -283,8 +304,6 @@ class _FixedPoint(torch.autograd.Function):
 # ---------------------------------------------------------------------------------------------
 # Log-determinant estimators: unbiased stochastic estimates of traces, for transforms whose
 # exact log-determinant is expensive (residual and continuous-time flows, in training mode).
-
-__all__ += ["hutchinson_trace", "rademacher"]
 
 
 def rademacher(like: Tensor) -> Tensor:

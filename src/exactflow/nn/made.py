@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..numerics import tracing
+from ..numerics import under_functorch
 from .mlp import check_context, zero_output
 
 __all__ = ["MADE", "MaskedLinear"]
@@ -221,7 +221,7 @@ class MADE(nn.Module):
         """
         if context is not None:
             batch = torch.broadcast_shapes(batch, context.shape[:-1])
-        if self.residual or torch.is_grad_enabled() or tracing():
+        if self.residual or torch.is_grad_enabled() or under_functorch():
             return self._autoregress_trunk(solve, batch, context)
         return self._autoregress_units(solve, batch, context)
 
