@@ -156,6 +156,19 @@ class Flow(nn.Module):
             raise ValueError(f"{name} has a non-finite value at index {tuple(where)}")
         return value
 
+    def check_domain(self, x: Tensor, name: str = "x") -> None:
+        """Raise ``ValueError`` naming the first entry of ``x`` outside the transform's domain.
+
+        Finite values are real numbers, so only a narrower domain costs a pass over ``x``.
+        """
+        domain = self.transform.domain
+        if domain is constraints.real:
+            return
+        inside = domain.check(x)
+        if not bool(inside.all()):
+            where = tuple((~inside).nonzero()[0].tolist())
+            raise ValueError(f"{name} is outside the flow's domain {domain} at index {where}")
+
     def _prepare_context(self, context: Tensor | None) -> Tensor | None:
         if self.context == 0:
             if context is not None:
@@ -180,15 +193,7 @@ class Flow(nn.Module):
         event = tuple(self.event_shape)
         if self.validate and not tracing():
             self._check_tensor("x", x, event)
-            domain = self.transform.domain
-            # Finite values are real numbers: only a narrower domain needs a second pass.
-            if domain is not constraints.real:
-                inside = domain.check(x)
-                if not bool(inside.all()):
-                    where = (~inside).nonzero()[0].tolist()
-                    raise ValueError(
-                        f"x is outside the flow's domain {domain} at index {tuple(where)}"
-                    )
+            self.check_domain(x)
         if context is not None:
             batch = torch.broadcast_shapes(x.shape[: x.dim() - len(event)], context.shape[:-1])
             x = x.expand(batch + self.event_shape)

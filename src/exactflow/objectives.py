@@ -24,7 +24,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 
 from torch import Tensor, nn
-from torch.distributions import constraints
 
 from .flow import Flow
 
@@ -117,15 +116,7 @@ class NLL(Objective):
                     f"{name} context must have shape (N, {flow.context}), got"
                     f" {tuple(context.shape)}"
                 )
-        domain = flow.transform.domain
-        if domain is not constraints.real:
-            inside = domain.check(x)
-            if not bool(inside.all()):
-                row, *column = (~inside).nonzero()[0].tolist()
-                where = column[0] if len(column) == 1 else tuple(column)
-                raise ValueError(
-                    f"{name} is outside the flow's domain {domain} at row {row}, column {where}"
-                )
+        flow.check_domain(x, name)
 
     @contextlib.contextmanager
     def fitting(self, model: nn.Module) -> Iterator[None]:
