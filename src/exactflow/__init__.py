@@ -20,9 +20,11 @@ if TYPE_CHECKING:
         flow,
         flows,
         metrics,
+        models,
         nn,
         objectives,
         registry,
+        targets,
         train,
         transforms,
     )
@@ -36,9 +38,11 @@ __all__ = [
     "flow",
     "flows",
     "metrics",
+    "models",
     "nn",
     "objectives",
     "registry",
+    "targets",
     "train",
     "transforms",
 ]
