@@ -247,6 +247,20 @@ class _Bound(Objective):
     ) -> None:
         model.check_data(x, context, name)
 
+    @contextlib.contextmanager
+    def fitting(self, model: nn.Module) -> Iterator[None]:
+        # The data were checked once, up front: the flows inside (the posterior, a flow prior)
+        # skip their per-call checks and host syncs while training.
+        flows = [m for m in model.modules() if isinstance(m, Flow)]
+        saved = [flow.validate for flow in flows]
+        for flow in flows:
+            flow.validate = False
+        try:
+            yield
+        finally:
+            for flow, validate in zip(flows, saved, strict=True):
+                flow.validate = validate
+
 
 class ELBO(_Bound):
     """The negative evidence lower bound, ``-E_q[log p(x, z) - log q(z | x)]`` per row.

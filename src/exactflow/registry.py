@@ -3,17 +3,17 @@
 A model's **spec** is ``{"name": <registered name>, "kwargs": model.config}``: the registered
 constructor called with those keyword arguments rebuilds it (freshly initialized; a checkpoint
 then loads its weights). Every preset of :mod:`exactflow.flows` is registered under its class
-name; users add their own classes with :func:`register`. An optional ``"standardize": true``
-prepends a frozen standardization (:meth:`exactflow.data.Standardize.prepend`) whose statistics
-come with the checkpoint's weights. Specs of exactflow 0.1 (``"preset"`` instead of ``"name"``)
-still build.
+name, and so is :class:`~exactflow.models.DenseVAE`; users add their own classes with
+:func:`register`. An optional ``"standardize": true`` prepends a frozen standardization
+(:meth:`exactflow.data.Standardize.prepend`) whose statistics come with the checkpoint's
+weights. Specs of exactflow 0.1 (``"preset"`` instead of ``"name"``) still build.
 
 Specs may come from untrusted files, so :func:`build` checks them before allocating anything:
 the keyword values must be JSON scalars or flat lists, the shared size keywords (``features``,
-``context``, ``transforms``, ``hidden``, ``bins``) must be non-negative integers, and the model
-may have at most ``EXACTFLOW_MAX_PARAMETERS`` parameters (estimated from the keywords; default
-:data:`MAX_PARAMETERS`) and ``EXACTFLOW_MAX_LAYERS`` layers (default :data:`MAX_LAYERS`). Set
-those environment variables to raise the limits.
+``context``, ``transforms``, ``hidden``, ``bins``, ``latent``) must be non-negative integers,
+and the model may have at most ``EXACTFLOW_MAX_PARAMETERS`` parameters (estimated from the
+keywords; default :data:`MAX_PARAMETERS`) and ``EXACTFLOW_MAX_LAYERS`` layers (default
+:data:`MAX_LAYERS`). Set those environment variables to raise the limits.
 
 Example:
     >>> import exactflow as ef
@@ -41,6 +41,7 @@ from torch import nn
 from . import flows
 from .data import Standardize
 from .flow import Flow
+from .models import DenseVAE
 
 __all__ = [
     "MAX_LAYERS",
@@ -61,7 +62,7 @@ MAX_LAYERS = 10_000
 """Default largest number of layers (``transforms``) in a spec (``EXACTFLOW_MAX_LAYERS``)."""
 
 _SPEC_KEYS = {"name", "preset", "kwargs", "standardize"}
-_SIZES = ("features", "context", "transforms", "bins")
+_SIZES = ("features", "context", "transforms", "bins", "latent")
 
 _constructors: dict[str, Callable[..., nn.Module]] = {}
 
@@ -169,7 +170,8 @@ def check_size(kwargs: Mapping[str, Any]) -> None:
     """Refuse keywords that would build a model beyond the limits, before building it.
 
     The parameter count is estimated as ``transforms`` conditioners, each a fully connected
-    network ``features + context -> hidden... -> features · (3 · bins + 1)``.
+    network ``features + context -> hidden... -> features · (3 · bins + 1)``, with ``features``
+    the larger of ``features`` and ``latent`` (a VAE's latent width).
     """
     for key, value in kwargs.items():
         _check_value(key, value)
@@ -183,7 +185,7 @@ def check_size(kwargs: Mapping[str, Any]) -> None:
             f"the spec asks for {layers} transforms, over the limit of {most}; set"
             " EXACTFLOW_MAX_LAYERS to raise it"
         )
-    features = max(sizes.get("features", 1), 1)
+    features = max(sizes.get("features", 1), sizes.get("latent", 0), 1)
     net = [features + sizes.get("context", 0), *widths, features * (3 * sizes.get("bins", 0) + 2)]
     estimate = layers * sum(a * b + b for a, b in itertools.pairwise(net))
     most = limit("EXACTFLOW_MAX_PARAMETERS", MAX_PARAMETERS)
@@ -250,5 +252,6 @@ for _preset in (
     flows.Planar,
     flows.Radial,
     flows.Sylvester,
+    DenseVAE,
 ):
     register(_preset.__name__, _preset)

@@ -17,6 +17,9 @@ from .errors import CommandError
 
 __all__ = ["data_name", "data_options", "dataset_for", "load_data"]
 
+# Data sets that are images only when asked (their pictures are drawn as images).
+IMAGES = ("digits", "binary-digits", "binary-fashion-mnist")
+
 
 def _registered(name: str) -> bool:
     key = name.strip().lower().replace("_", "-")
@@ -72,7 +75,7 @@ def load_data(
         )
     if dtype not in DTYPES:
         raise CommandError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    if name.lower() == "digits":
+    if name.lower() in IMAGES:
         options["image"] = True
     if allow_pickle:
         if name.strip().lower() != "gas":

@@ -1,7 +1,8 @@
 """The ``exactflow`` command: parse the command line and run one command.
 
-Each command lives in its own module (:mod:`~exactflow.cli.fit`, :mod:`~exactflow.cli.eval`,
-:mod:`~exactflow.cli.sample`, :mod:`~exactflow.cli.plot`, :mod:`~exactflow.cli.listing`); this
+Each command lives in its own module (:mod:`~exactflow.cli.fit`, :mod:`~exactflow.cli.vi`,
+:mod:`~exactflow.cli.eval`, :mod:`~exactflow.cli.sample`, :mod:`~exactflow.cli.plot`,
+:mod:`~exactflow.cli.compare`, :mod:`~exactflow.cli.listing`); this
 module only builds the parser, dispatches, and turns every failure into one line on stderr with
 exit code 2 (130 for Ctrl-C). Set ``EXACTFLOW_TRACEBACK=1`` to see the traceback of an
 unexpected error instead.
@@ -25,7 +26,8 @@ __all__ = ["build_parser", "main"]
 
 # Command name -> its module. The modules (and torch with them) are imported inside main(), so
 # a Ctrl-C while they load is reported like any other.
-COMMANDS = {"fit": "fit", "eval": "eval", "sample": "sample", "plot": "plot", "list": "listing"}
+COMMANDS = {"fit": "fit", "vi": "vi", "eval": "eval", "sample": "sample", "plot": "plot",
+            "compare": "compare", "list": "listing"}  # fmt: skip
 
 
 def _commands() -> dict[str, ModuleType]:
@@ -68,7 +70,12 @@ def _quiet_interrupt() -> Iterator[None]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command."""
-    parser = _Parser(prog="exactflow", description="Normalizing flows with exact densities.")
+    parser = _Parser(
+        prog="exactflow",
+        description="Normalizing flows with exact densities: fit them to data (fit), to an"
+        " unnormalized density (vi), or as a VAE's posterior (fit --model vae); then eval,"
+        " sample, plot and compare the runs.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for module in _commands().values():
         module.add_parser(sub)

@@ -1,7 +1,9 @@
 """The test report of a run: printed on one line, kept in ``RUN/eval.json``.
 
-The figures come from :func:`exactflow.metrics.evaluate`; a failed exactness certificate is
-printed in capitals and makes the command fail.
+The figures of a density run come from :func:`exactflow.metrics.evaluate` (a failed exactness
+certificate is printed in capitals and makes the command fail), those of a variational-inference
+run from :func:`exactflow.metrics.log_normalizer` (:func:`vi_report`); a VAE's from
+:func:`exactflow.cli.vae.evaluate`.
 """
 
 from __future__ import annotations
@@ -9,11 +11,18 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .. import metrics
 from .runs import EVAL_FILE, write_json
 
-__all__ = ["certificate_failure", "format_report", "write_report"]
+__all__ = ["certificate_failure", "format_report", "format_vi_report", "vi_report", "write_report"]
+
+if TYPE_CHECKING:
+    from ..flow import Flow
+    from ..targets import Target
+
+VI_SAMPLES = 100_000  # draws of q for the log Z estimate
 
 
 def _number(value: Any, digits: int = 4) -> str:
@@ -80,3 +89,48 @@ def write_report(run: Path, report: dict[str, Any]) -> None:
     except (OSError, ValueError):  # unreadable or not JSON: replaced
         kept = {}
     write_json(path, {**(kept if isinstance(kept, dict) else {}), **report})
+
+
+def vi_report(flow: Flow, target: Target, n: int = VI_SAMPLES) -> dict[str, Any]:
+    """``log Z`` by importance sampling from ``flow``, the ELBO and ``KL(q‖p)``, as JSON values.
+
+    ``log_z``/``log_z_stderr``/``ess``/``elbo``/``elbo_stderr``/``kl`` are estimates from ``n``
+    draws of ``q`` (:func:`exactflow.metrics.log_normalizer`); where the target knows its
+    ``log Z``, ``true_log_z`` and ``true_kl = log Z - ELBO`` come with them.
+    """
+    result = metrics.log_normalizer(flow, target, n)
+    report: dict[str, Any] = {
+        "target": target.name,
+        "samples": result.n,
+        "log_z": result.log_z,
+        "log_z_stderr": result.stderr,
+        "ess": result.ess,
+        "elbo": result.elbo,
+        "elbo_stderr": result.elbo_stderr,
+        "kl": result.kl,
+        "estimate": f"log Z by importance sampling from q, {result.n} draws; KL = log Z - ELBO",
+    }
+    if target.log_normalizer is not None:
+        report["true_log_z"] = float(target.log_normalizer)
+        report["true_kl"] = result.kl_to(float(target.log_normalizer))
+    return {
+        key: None if isinstance(value, float) and not math.isfinite(value) else value
+        for key, value in report.items()
+    }
+
+
+def format_vi_report(report: dict[str, Any]) -> str:
+    """One line: log Z ± stderr (ESS), ELBO ± stderr, the KL estimate, and the true values."""
+    parts = [
+        f"target {report.get('target')}: log Z ≈ {_number(report.get('log_z'))}"
+        f" ± {_number(report.get('log_z_stderr'))} (importance sampling,"
+        f" ESS {_number(report.get('ess'), 0)} of {report.get('samples')})",
+        f"ELBO {_number(report.get('elbo'))} ± {_number(report.get('elbo_stderr'))}",
+        f"KL(q||p) ≈ {_number(report.get('kl'))} nats",
+    ]
+    if "true_log_z" in report:
+        parts.append(
+            f"true log Z {_number(report['true_log_z'])},"
+            f" true KL {_number(report.get('true_kl'))} nats"
+        )
+    return ", ".join(parts)

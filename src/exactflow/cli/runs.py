@@ -2,11 +2,13 @@
 
 A run lives in one folder::
 
-    run.json            what was fitted: data (name, options, seed), flow spec, training config
+    run.json            what was fitted: data (name, options, seed) or a vi target (name,
+                        options, dim), the flow spec (a VAE's: model), objective, training config
     best.safetensors    best weights by validation loss (what eval/sample/plot use)
     last.safetensors    latest weights and training state (what --resume continues from)
     metrics.csv         one row per epoch
-    eval.json           test NLL, bits/dim, KL gap, exactness certificate
+    eval.json           test NLL, bits/dim, KL gap, exactness certificate (a flow); ELBO and
+                        IWAE estimate of log p(x) (a VAE); log Z, ELBO, KL(q||p) (vi)
     figures/*.png       pictures
     .lock               the process id of the command writing the folder
 
@@ -48,6 +50,7 @@ __all__ = [
     "RUN_FILES",
     "check_record",
     "holds_run",
+    "kind",
     "load_model",
     "owned_by_a_run",
     "read_record",
@@ -58,7 +61,8 @@ RUN_FILE = "run.json"
 EVAL_FILE = "eval.json"
 LOCK_FILE = ".lock"
 RUN_FILES = (RUN_FILE, EVAL_FILE, "metrics.csv", "best.safetensors", "last.safetensors")
-FIGURES = ("density.png", "pairwise.png", "samples.png", "data.png", "training.png")
+FIGURES = ("density.png", "pairwise.png", "samples.png", "data.png", "training.png",
+           "target_vs_flow.png", "vae.png")  # fmt: skip
 
 MAX_RECORD_BYTES = 1 << 20
 MAX_TEXT = 4096
@@ -67,6 +71,9 @@ MAX_LIST = 64
 MAX_COLUMNS = 100_000
 MAX_WIDTH = 1 << 20
 MAX_IMAGE_SIDE = 4096
+MAX_SAMPLES = 10**7
+# Objectives a run record may name (training ones: what fit/vi rebuild on --resume).
+OBJECTIVES = ("nll", "elbo", "iwae", "reverse_kl")
 
 
 # ---------------------------------------------------------------------------- json files
@@ -139,6 +146,7 @@ _TRAIN_TYPES: dict[str, tuple[type, ...]] = {
     "patience": (int, type(None)),
     "seed": (int,),
     "checkpoint_every": (int, type(None)),
+    "epoch_steps": (int,),
     "max_nonfinite": (int,),
     "standardize": (bool,),
     "tensorboard": (bool,),
@@ -169,7 +177,11 @@ def _keys(value: Any, path: object, where: str, known: set[str], required: set[s
 
 
 def _check_data(value: Any, path: object) -> None:
-    _keys(value, path, "data", {"name", "options", "seed"}, {"name", "options", "seed"})
+    known = {"name", "options", "seed", "binarization"}
+    _keys(value, path, "data", known, {"name", "options", "seed"})
+    binarization = value.get("binarization", "static")
+    _expect(binarization in ("static", "dynamic"), path, "data.binarization",
+            "'static' or 'dynamic'", binarization)  # fmt: skip
     _expect(_text(value["name"]), path, "data.name", "a data set name or file path", value["name"])
     seed = value["seed"]
     _expect(_whole(seed, 0, MAX_SEED), path, "data.seed", f"a whole number 0..{MAX_SEED}", seed)
@@ -180,22 +192,23 @@ def _check_data(value: Any, path: object) -> None:
         _expect(ok(option), path, f"data.options.{key}", expected, option)
 
 
-def _check_flow(value: Any, path: object) -> dict:
+def _check_flow(value: Any, path: object, where: str = "flow") -> dict:
     known = {"name", "preset", "kwargs", "standardize"}
-    _keys(value, path, "flow", known, {"kwargs"})
+    _keys(value, path, where, known, {"kwargs"})
     name = value.get("name", value.get("preset"))
-    _expect(_text(name, 100), path, "flow.name", "a registered model name", name)
+    _expect(_text(name, 100), path, f"{where}.name", "a registered model name", name)
     kwargs = value["kwargs"]
-    _expect(isinstance(kwargs, dict) and len(kwargs) <= MAX_LIST, path, "flow.kwargs",
+    _expect(isinstance(kwargs, dict) and len(kwargs) <= MAX_LIST, path, f"{where}.kwargs",
             f"an object of at most {MAX_LIST} keyword arguments", kwargs)  # fmt: skip
     for key, item in kwargs.items():
         ok = _scalar(item) or (
             isinstance(item, list) and len(item) <= MAX_LIST and all(map(_scalar, item))
         )
         expected = f"a number, string, bool, null or a flat list of at most {MAX_LIST} of them"
-        _expect(ok and _text(key, 100), path, f"flow.kwargs.{key}", expected, item)
+        _expect(ok and _text(key, 100), path, f"{where}.kwargs.{key}", expected, item)
     standardize = value.get("standardize", False)
-    _expect(isinstance(standardize, bool), path, "flow.standardize", "true or false", standardize)
+    _expect(isinstance(standardize, bool), path, f"{where}.standardize", "true or false",
+            standardize)  # fmt: skip
     spec = {"name": name, "kwargs": dict(kwargs)}
     if standardize:
         spec["standardize"] = True
@@ -213,16 +226,63 @@ def _check_train(value: Any, path: object) -> None:
         _expect(ok and _text(key, 100), path, f"train.{key}", expected or "a JSON scalar", item)
 
 
+def _check_target(value: Any, path: object) -> None:
+    _keys(value, path, "target", {"name", "options", "dim"}, {"name", "options", "dim"})
+    name = value["name"]
+    _expect(_text(name, 300), path, "target.name", "a target name or module:function", name)
+    dim = value["dim"]
+    _expect(_whole(dim, 1, MAX_COLUMNS), path, "target.dim", f"a whole number 1..{MAX_COLUMNS}",
+            dim)  # fmt: skip
+    options = value["options"]
+    _expect(isinstance(options, dict) and len(options) <= MAX_LIST, path, "target.options",
+            f"an object of at most {MAX_LIST} options", options)  # fmt: skip
+    for key, item in options.items():
+        _expect(_scalar(item) and _text(key, 100), path, f"target.options.{key}",
+                "a number, string, bool or null", item)  # fmt: skip
+
+
+def _check_objective(value: Any, path: object) -> None:
+    _keys(value, path, "objective", {"name", "k", "samples", "val_samples"}, {"name"})
+    name = value["name"]
+    _expect(name in OBJECTIVES, path, "objective.name", f"one of {sorted(OBJECTIVES)}", name)
+    for key in ("k", "samples", "val_samples"):
+        if key in value:
+            item = value[key]
+            _expect(_whole(item, 1, MAX_SAMPLES), path, f"objective.{key}",
+                    f"a whole number 1..{MAX_SAMPLES}", item)  # fmt: skip
+
+
+def kind(record: dict) -> str:
+    """What a (checked) run trained: ``"flow"`` (density), ``"vae"`` or ``"vi"``.
+
+    Example:
+        >>> record = {"target": {"name": "u1", "options": {}, "dim": 2},
+        ...           "flow": {"name": "IAF", "kwargs": {"features": 2}},
+        ...           "objective": {"name": "reverse_kl", "samples": 256}, "train": {}}
+        >>> kind(check_record(record, "run.json"))
+        'vi'
+
+    """
+    if "target" in record:
+        return "vi"
+    return "vae" if "model" in record else "flow"
+
+
 def check_record(record: Any, path: object) -> dict:
-    """Check a run record against the schema; return it with the flow spec normalized.
+    """Check a run record against the schema; return it with the model spec normalized.
+
+    A density run has ``data`` and ``flow``; a VAE run ``data``, ``model`` (the VAE's spec)
+    and ``objective``; a variational-inference run ``target``, ``flow`` and ``objective``. A
+    ``target`` named ``module:function`` is only a note of what the user named: no command
+    imports it from the record (:mod:`exactflow.cli.targets`).
 
     Args:
         record: The parsed ``run.json``.
         path: Where it came from (for the message).
 
     Returns:
-        The record, its ``flow`` as ``{"name": ..., "kwargs": {...}}`` (a record written before
-        the model registry says ``"preset"``).
+        The record, its ``flow`` (or ``model``) as ``{"name": ..., "kwargs": {...}}`` (a record
+        written before the model registry says ``"preset"``).
 
     Raises:
         CommandError: A missing or unknown key, a value of the wrong type, or one out of range.
@@ -233,8 +293,24 @@ def check_record(record: Any, path: object) -> dict:
             f"{path}: not a run record (expected an object with 'data', 'flow' and 'train',"
             f" got {_show(record)})"
         )
-    _keys(record, path, "the record", {"data", "image_shape", "flow", "train"},
-          {"data", "flow", "train"})  # fmt: skip
+    known = {"data", "target", "image_shape", "flow", "model", "objective", "train"}
+    vi, vae = "target" in record, "model" in record
+    required = {"train"} | ({"target", "flow", "objective"} if vi else {"data"})
+    required |= {"model", "objective"} if vae else set() if vi else {"flow"}
+    if vi and vae:
+        raise CommandError(f"{path}: the record has both 'target' and 'model'; not a run record")
+    _keys(record, path, "the record", known, required)
+    if vi:
+        if "data" in record or "image_shape" in record:
+            raise CommandError(f"{path}: a run with a 'target' has no 'data' or 'image_shape'")
+        _check_target(record["target"], path)
+        _check_objective(record["objective"], path)
+        _check_train(record["train"], path)
+        return {**record, "flow": _check_flow(record["flow"], path)}
+    if "objective" in record:
+        _check_objective(record["objective"], path)
+    if vae and "flow" in record:
+        raise CommandError(f"{path}: the record has both 'flow' and 'model'; not a run record")
     _check_data(record["data"], path)
     shape = record.get("image_shape")
     ok = shape is None or (
@@ -245,7 +321,8 @@ def check_record(record: Any, path: object) -> dict:
     expected = f"null or 3 whole numbers [C, H, W] from 1 to {MAX_IMAGE_SIDE}"
     _expect(ok, path, "image_shape", expected, shape)
     _check_train(record["train"], path)
-    return {**record, "flow": _check_flow(record["flow"], path), "image_shape": shape}
+    spec = "model" if vae else "flow"
+    return {**record, spec: _check_flow(record[spec], path, spec), "image_shape": shape}
 
 
 def read_record(run: Path) -> dict:
@@ -254,7 +331,9 @@ def read_record(run: Path) -> dict:
         raise CommandError(f"{run}: no such run folder (make one with 'exactflow fit --out {run}')")
     path = run / RUN_FILE
     if not path.is_file():
-        raise CommandError(f"{path}: missing; {run} is not a folder written by 'exactflow fit'")
+        raise CommandError(
+            f"{path}: missing; {run} is not a folder written by 'exactflow fit' or 'exactflow vi'"
+        )
     size = path.stat().st_size
     if size > MAX_RECORD_BYTES:
         raise CommandError(f"{path}: {size} bytes, more than a run record's {MAX_RECORD_BYTES}")
@@ -285,14 +364,14 @@ def owned_by_a_run(path: Path) -> bool:
 
 
 # ---------------------------------------------------------------------------- the model
-def load_model(run: Path, which: str = "best", features: int | None = None) -> Flow:
-    """The flow of ``run/<which>.safetensors``; with ``features``, check that it is that wide."""
+def load_model(run: Path, which: str = "best", features: int | None = None) -> Any:
+    """The model of ``run/<which>.safetensors``; with ``features``, check a flow is that wide."""
     path = run / f"{which}.safetensors"
     if not path.exists():
         raise CommandError(f"{path}: missing; the run has no {which} checkpoint yet")
-    flow = checkpoint.load(path).flow
-    if features is not None and features != flow.features:
+    model = checkpoint.load(path).model
+    if features is not None and isinstance(model, Flow) and features != model.features:
         raise CommandError(
-            f"{path} models {flow.features}-D points but the data has {features} columns"
+            f"{path} models {model.features}-D points but the data has {features} columns"
         )
-    return flow
+    return model

@@ -1,4 +1,8 @@
-"""``exactflow sample``: samples of a run's flow to ``.npy``, ``.csv`` or a ``.png`` grid."""
+"""``exactflow sample``: samples of a run's model to ``.npy``, ``.csv`` or a ``.png`` grid.
+
+A flow's samples (a density run's, or the ``q`` of a variational-inference run, which needs no
+target to sample), or a VAE's ``x ~ p(x|z), z ~ p(z)`` (``--mean``: the decoder's means).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import torch
 
 from .. import plot
 from ..atomic import temporaries, write_atomic
+from ..models import LatentVariableModel
 from . import arguments
 from .errors import CommandError
 from .runs import load_model, owned_by_a_run, read_record
@@ -31,6 +36,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("-o", "--output", required=True, help="file to write (.npy, .csv or .png)")
     p.add_argument("--seed", type=arguments.seed, default=0)
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument("--mean", action="store_true", help="VAE: the decoder's means, not draws")
     p.add_argument(
         "--max-samples",
         type=arguments.count,
@@ -67,17 +73,24 @@ def run(args: argparse.Namespace) -> None:
             " (raise it with --max-samples, memory permitting)"
         )
     out = Path(args.output)
-    shape = record["image_shape"]
+    shape = record.get("image_shape")
     suffix = _check_output(out, args, shape)
-    flow = load_model(folder, args.checkpoint)
-    if shape is not None and math.prod(shape) != flow.features:
+    model = load_model(folder, args.checkpoint)
+    is_vae = isinstance(model, LatentVariableModel)
+    if args.mean and not is_vae:
+        raise CommandError("--mean applies to VAE runs only: a flow's samples are its draws")
+    width = math.prod(model.event_shape) if is_vae else model.features
+    if shape is not None and math.prod(shape) != width:
         raise CommandError(
             f"{folder / 'run.json'}: image_shape {shape} has {math.prod(shape)} values but the"
-            f" flow models {flow.features}"
+            f" model has {width}"
         )
     torch.manual_seed(args.seed)
     with torch.no_grad():
-        chunks = [flow.sample((min(65536, args.n - i),)) for i in range(0, args.n, 65536)]
+        chunks = [
+            model.sample(m, mean=args.mean).flatten(1) if is_vae else model.sample((m,))
+            for m in (min(65536, args.n - i) for i in range(0, args.n, 65536))
+        ]
     samples = torch.cat(chunks).double().numpy()
     for stale in temporaries(out):  # left by a killed sample writing the same file
         stale.unlink(missing_ok=True)

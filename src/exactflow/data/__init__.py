@@ -9,6 +9,9 @@
   benchmarks (:func:`load_power`, :func:`load_gas`, :func:`load_hepmass`,
   :func:`load_miniboone`, :func:`load_bsds300`), :func:`load_digits` (bundled),
   :func:`load_mnist` / :func:`read_idx`.
+* Binary images: :func:`intensities` (grey levels in ``[0, 1]``), :func:`binarized` (static
+  Bernoulli binarization; ``load("binary-digits")``, ``load("binary-fashion-mnist")``) and
+  :class:`DynamicBinarization` (a fresh binarization of every batch).
 * :class:`Standardize` (with its log-Jacobian), :func:`dequantize`, :func:`bits_per_dim`,
   :func:`loader` (minibatches of in-memory tensors).
 
@@ -27,6 +30,7 @@ Example:
 
 """
 
+from .binarize import DynamicBinarization, binarized, intensities
 from .catalog import from_density, list_datasets, load
 from .dataset import Dataset, split_rows
 from .density import Density, Entropy, grid_entropy, monte_carlo_entropy
@@ -57,11 +61,13 @@ __all__ = [
     "CurveMixtureDensity",
     "Dataset",
     "Density",
+    "DynamicBinarization",
     "Entropy",
     "GaussianMixtureDensity",
     "RingsDensity",
     "Standardize",
     "Table",
+    "binarized",
     "bits_per_dim",
     "checkerboard",
     "circles",
@@ -71,6 +77,7 @@ __all__ = [
     "from_density",
     "gaussian_mixture",
     "grid_entropy",
+    "intensities",
     "list_datasets",
     "load",
     "load_bsds300",

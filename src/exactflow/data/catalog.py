@@ -8,12 +8,14 @@ of the one loader that can do it (``load_gas(root, unsafe_allow_pickle=True)``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .binarize import binarized
 from .checks import check_size, floating_dtype, seed_option
 from .dataset import Dataset, check_rows, convert, split_locator, stream_seed
 from .density import Density
@@ -169,6 +171,16 @@ def _entries() -> dict[str, _Entry]:
         "Fashion-MNIST IDX files, 1x28x28 in [0,1) (root= or Debian dataset-fashion-mnist)",
         lambda **options: load_mnist(fashion=True, **options),
         mnist,
+    )
+    entries["binary-digits"] = _Entry(
+        "8x8 digits statically binarized: pixels ~ Bernoulli(k/16), split 1257/270/270",
+        functools.partial(binarized, "digits"),
+        ("image", "dtype"),
+    )
+    entries["binary-fashion-mnist"] = _Entry(
+        "Fashion-MNIST statically binarized: pixels ~ Bernoulli(k/255), 784 values (root=)",
+        functools.partial(binarized, "fashion-mnist"),
+        ("root", "n_val", "image", "dtype"),
     )
     return entries
 

@@ -150,6 +150,36 @@ def _images(path: Path) -> np.ndarray:
     return images
 
 
+def mnist_pixels(
+    root: str | os.PathLike | None, *, fashion: bool, n_val: int
+) -> tuple[Path, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The directory and the train/val/test ``uint8`` pixels ``(N, H, W)`` of (Fashion-)MNIST.
+
+    See :func:`load_mnist` for ``root`` and the split; ``n_val`` is already checked.
+    """
+    name = "fashion-mnist" if fashion else "mnist"
+    if root is None:
+        if not fashion:
+            raise ValueError("mnist: give root=, the directory holding the MNIST IDX files")
+        root = FASHION_MNIST_DIR
+    root = path_option(f"{name}: root", root)
+    if not root.is_dir():
+        hint = " (install Debian's dataset-fashion-mnist package)" if fashion else ""
+        raise ValueError(f"{name}: no directory {root}{hint}")
+    train = _images(_find_idx(root, "train-images"))
+    test = _images(_find_idx(root, "t10k-images"))
+    if train.shape[1:] != test.shape[1:]:
+        raise ValueError(f"{name}: train images {train.shape[1:]} and test {test.shape[1:]} differ")
+    if len(train) - n_val < MIN_ROWS["train"] or len(test) < MIN_ROWS["test"]:
+        raise ValueError(
+            f"{name} in {root}: {len(train)} training and {len(test)} test images are too few for"
+            f" n_val={n_val}: need n_val + {MIN_ROWS['train']} training images and"
+            f" {MIN_ROWS['test']} test image"
+        )
+    parts = (train[: len(train) - n_val], train[len(train) - n_val :], test)
+    return root, parts
+
+
 def load_mnist(
     root: str | os.PathLike | None = None,
     *,
@@ -180,25 +210,7 @@ def load_mnist(
     seed, dtype = seed_option(f"{name}: seed", seed), floating_dtype(f"{name}: dtype", dtype)
     flag(f"{name}: flatten", flatten)
     n_val = count(f"{name}: n_val", n_val, MIN_ROWS["val"])
-    if root is None:
-        if not fashion:
-            raise ValueError("mnist: give root=, the directory holding the MNIST IDX files")
-        root = FASHION_MNIST_DIR
-    root = path_option(f"{name}: root", root)
-    if not root.is_dir():
-        hint = " (install Debian's dataset-fashion-mnist package)" if fashion else ""
-        raise ValueError(f"{name}: no directory {root}{hint}")
-    train = _images(_find_idx(root, "train-images"))
-    test = _images(_find_idx(root, "t10k-images"))
-    if train.shape[1:] != test.shape[1:]:
-        raise ValueError(f"{name}: train images {train.shape[1:]} and test {test.shape[1:]} differ")
-    if len(train) - n_val < MIN_ROWS["train"] or len(test) < MIN_ROWS["test"]:
-        raise ValueError(
-            f"{name} in {root}: {len(train)} training and {len(test)} test images are too few for"
-            f" n_val={n_val}: need n_val + {MIN_ROWS['train']} training images and"
-            f" {MIN_ROWS['test']} test image"
-        )
-    parts = (train[: len(train) - n_val], train[len(train) - n_val :], test)
+    root, parts = mnist_pixels(root, fashion=fashion, n_val=n_val)
     splits = []
     for k, part in enumerate(parts):
         g = torch.Generator().manual_seed(stream_seed(seed, k))

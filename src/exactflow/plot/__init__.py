@@ -1,0 +1,27 @@
+"""Pictures: fitted 2-D densities, pairwise marginals, image grids, curves, VI and VAE figures.
+
+Every function draws on its own :class:`matplotlib.figure.Figure` (no pyplot global state) and
+writes the PNG atomically (:func:`exactflow.atomic.write_atomic`), so an interrupted run never
+leaves a half-written picture.
+
+* :mod:`.density` — :func:`density_2d`, :func:`pairwise`, :func:`target_vs_flow`.
+* :mod:`.images` — :func:`image_grid`, :func:`vae_grid`.
+* :mod:`.curves` — :func:`training_curves`, :func:`vi_curves`.
+* :mod:`.bounds` — :func:`bounds_chart`.
+"""
+
+from .bounds import bounds_chart
+from .curves import training_curves, vi_curves
+from .density import density_2d, pairwise, target_vs_flow
+from .images import image_grid, vae_grid
+
+__all__ = [
+    "bounds_chart",
+    "density_2d",
+    "image_grid",
+    "pairwise",
+    "target_vs_flow",
+    "training_curves",
+    "vae_grid",
+    "vi_curves",
+]
