@@ -14,3 +14,10 @@ quiet_pip() {
 }
 quiet_pip "torch==2.13.0"
 quiet_pip -e ".${extras:+[$extras]}"
+# The tests read Debian's Fashion-MNIST where it is installed (and skip, saying so, where not):
+# install it when this script may (root with apt-get), as CI's machine is.
+if [[ "$extras" == *test* ]] && [ ! -d /usr/share/datasets/fashion-mnist ] \
+    && [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null; then
+    { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; } > /dev/null 2>&1 \
+        || echo "note: Debian's dataset-fashion-mnist could not be installed; its tests will skip" >&2
+fi
