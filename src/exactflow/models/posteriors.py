@@ -19,12 +19,13 @@ radial        one pass                                      closed form (a quadr
 sylvester     one pass                                      triangular Newton solves per step
 iaf           one MADE pass per step                        ``L`` MADE passes per step
 maf           ``L`` MADE passes per step (slow to sample)   one MADE pass per step
-nsf           ``L`` MADE passes per step                    one MADE pass per step
+nsf           one MADE pass per step                        ``L`` MADE passes per step
 ============  ============================================  ===================================
 
-(``L`` = latent width.) A VAE only ever draws and scores its own draws, so IAF, planar, radial and
-Sylvester posteriors are the cheap ones; MAF and autoregressive NSF pay ``L`` sequential passes
-per step.
+(``L`` = latent width.) A VAE only ever draws and scores its own draws, so IAF, planar, radial,
+Sylvester and NSF posteriors are the cheap ones; a MAF posterior pays ``L`` sequential passes
+per step. The ``nsf`` posterior arranges the spline layers of :class:`~exactflow.flows.NSF` the
+way IAF arranges MAF's (inverse autoregressive: the sampling direction is the one-pass one).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from collections.abc import Sequence
 from ..distributions import ConditionalDiagNormal
 from ..flow import Flow
 from ..flows import IAF, MAF, NSF, Planar, Radial, Sylvester
-from ..transforms import Compose, Reshape
+from ..transforms import Compose, Inverse, Reshape
 
 __all__ = ["FAMILIES", "posterior"]
 
@@ -103,4 +104,6 @@ def posterior(
     else:
         preset = {"planar": Planar, "radial": Radial, "iaf": IAF, "maf": MAF, "nsf": NSF}[family]
         preset = preset(**shared, hidden=widths, **options)
+    if family == "nsf":  # inverse autoregressive splines: drawing is the one-pass direction
+        return Flow(Inverse(preset.transform), base, validate=False)
     return Flow(preset.transform, base, validate=False)
