@@ -24,7 +24,7 @@ from exactflow.checkpoint import load
 from exactflow.objectives import NLL
 from exactflow.train import FitResult, NonFiniteLossError, TrainConfig, fit
 
-from tinyflow import registered, tiny
+from tinyflow import Interrupt, interrupt_at, registered, tiny
 
 T = ef.transforms
 
@@ -260,7 +260,7 @@ def test_a_batch_source_draws_fresh_noise_every_epoch_and_resumes_exactly(tmp_pa
     c.out = str(tmp_path / "b")
     c.checkpoint_every = 2
     flow = make_flow()
-    handle = interrupt_at(flow, 8)
+    handle = interrupt_at(flow.transform, 8)
     with pytest.raises(Interrupt):
         fit(flow, NLL(), source, c, val=val, progress=False)
     handle.remove()
@@ -455,23 +455,6 @@ def test_too_many_nonfinite_losses_stop_and_keep_the_checkpoint(tmp_path: Path) 
 # ---------------------------------------------------------------------------- resumption
 
 
-class Interrupt(Exception):
-    pass
-
-
-def interrupt_at(flow: ef.Flow, call: int) -> torch.utils.hooks.RemovableHandle:
-    count = 0
-
-    def hook(module: torch.nn.Module, args: tuple, output: tuple) -> None:
-        nonlocal count
-        if module.training:
-            count += 1
-            if count == call:
-                raise Interrupt
-
-    return flow.transform.register_forward_hook(hook)
-
-
 @pytest.mark.parametrize("at", [5, 8, 13])
 def test_resume_continues_the_same_history(tmp_path: Path, at: int) -> None:
     x = gaussian(300)
@@ -481,7 +464,7 @@ def test_resume_continues_the_same_history(tmp_path: Path, at: int) -> None:
 
     c.out = str(tmp_path / "b")
     flow = make_flow()
-    handle = interrupt_at(flow, at)
+    handle = interrupt_at(flow.transform, at)
     with pytest.raises(Interrupt):
         fit(flow, NLL(), train, c, val=val, progress=False)
     handle.remove()

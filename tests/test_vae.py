@@ -15,6 +15,8 @@ from exactflow.models import VAE, DenseVAE, posterior
 from exactflow.objectives import ELBO, IWAE
 from exactflow.train import TrainConfig, fit
 
+from tinyflow import Interrupt, interrupt_at
+
 D, L, SIGMA = 4, 2, 0.5
 
 
@@ -238,23 +240,6 @@ def without_time(history: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k != "time"} for row in history]
 
 
-class Interrupt(Exception):
-    pass
-
-
-def interrupt_at(vae: nn.Module, call: int) -> torch.utils.hooks.RemovableHandle:
-    count = 0
-
-    def hook(module: nn.Module, args: tuple, output: object) -> None:
-        nonlocal count
-        if module.training:
-            count += 1
-            if count == call:
-                raise Interrupt
-
-    return vae.decoder.register_forward_hook(hook)
-
-
 def test_fit_trains_and_resumes_exactly(tmp_path: Path) -> None:
     x = torch.bernoulli(torch.full((160, 6), 0.3), generator=torch.Generator().manual_seed(0))
     train, val = x[:128], x[128:]
@@ -264,7 +249,7 @@ def test_fit_trains_and_resumes_exactly(tmp_path: Path) -> None:
 
     c.out = str(tmp_path / "b")
     vae = dense("iaf", {})
-    handle = interrupt_at(vae, 8)
+    handle = interrupt_at(vae.decoder, 8)
     with pytest.raises(Interrupt):
         fit(vae, ELBO(), train, c, val=val, progress=False)
     handle.remove()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import torch
+
 import exactflow as ef
 
 
@@ -36,3 +38,21 @@ def registered() -> Iterator[None]:
         yield
     finally:
         ef.registry.unregister("Tiny")
+
+
+class Interrupt(Exception):
+    """Raised by :func:`interrupt_at` to stop a run the way a crash would."""
+
+
+def interrupt_at(module: torch.nn.Module, call: int) -> torch.utils.hooks.RemovableHandle:
+    """Raise :class:`Interrupt` on the ``call``-th training-mode forward call of ``module``."""
+    count = 0
+
+    def hook(module: torch.nn.Module, args: tuple, output: object) -> None:
+        nonlocal count
+        if module.training:
+            count += 1
+            if count == call:
+                raise Interrupt
+
+    return module.register_forward_hook(hook)
