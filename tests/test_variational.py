@@ -259,7 +259,7 @@ def test_sylvester_with_parameters_times_ten_round_trips(kind: str, dtype: torch
 
 def test_tanh_solve_needs_at_most_eleven_iterations() -> None:
     """The budget claim of ``Tanh.solve``: extreme slopes, targets and the near-singular case."""
-    from exactflow.transforms.variational import Tanh
+    from exactflow.transforms.planar_activations import Tanh
 
     torch.manual_seed(0)
     s = torch.cat(
@@ -400,3 +400,94 @@ def test_conditional_presets_sample_and_score(make) -> None:
     rebuilt = type(flow)(**flow.config).double()
     rebuilt.load_state_dict(flow.state_dict())
     torch.testing.assert_close(rebuilt.log_prob(x.detach(), c), log_q.detach())
+
+
+# ---------------------------------------------------------------- stacked steps
+def _singles(stacked: T.Transform, make) -> list[T.Transform]:
+    """One-step transforms holding the stacked transform's step ``k`` parameters each."""
+    singles = []
+    for k in range(stacked.steps):
+        t = make().double()
+        with torch.no_grad():
+            for name, p in t.named_parameters():
+                p.copy_(getattr(stacked, name)[k])
+        singles.append(t)
+    return singles
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda **kw: T.Planar(3, **kw),
+        lambda **kw: T.Planar(3, activation="leaky_relu", negative_slope=0.3, **kw),
+        lambda **kw: T.Radial(3, **kw),
+    ],
+    ids=["planar", "planar-leaky", "radial"],
+)
+@pytest.mark.parametrize("batch", [(64,), (2, 5), (), (0,)])
+def test_stacked_steps_equal_the_composition_of_single_steps(make, batch) -> None:
+    stacked = _perturbed(make(steps=4), scale=0.3)
+    singles = _singles(stacked, make)
+    x = torch.randn(*batch, 3, dtype=F64)
+    y, ladj = stacked(x)
+    chain = T.Compose(singles)
+    y_ref, ladj_ref = chain(x)
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ladj, ladj_ref, rtol=1e-12, atol=1e-12)
+    x_back, ladj_inv = stacked.inverse(y)
+    torch.testing.assert_close(x_back, x, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(ladj_inv, -ladj, rtol=1e-9, atol=1e-9)
+
+
+def test_stacked_steps_run_the_same_map_with_a_context() -> None:
+    """The context path (broadcast parameters) matches the flat one at a zero network output."""
+    torch.manual_seed(0)
+    for make in (T.Planar, T.Radial):
+        t = _perturbed(make(3, context=2, hidden=(8,), steps=3), scale=0.3)
+        free = make(3, steps=3).double()
+        with torch.no_grad():
+            for name, p in free.named_parameters():
+                p.copy_(getattr(t, name))
+            t.net[-1].weight.zero_()
+            t.net[-1].bias.zero_()
+        x, c = torch.randn(7, 3, dtype=F64), torch.randn(7, 2, dtype=F64)
+        for got, want in zip(t(x, c), free(x), strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_presets_hold_their_steps_stacked() -> None:
+    flow = ef.flows.Planar(2, transforms=16)
+    (step,) = [s.transform for s in flow.transform.transforms]
+    assert step.steps == 16 and step.w.shape == (16, 2) and step.b.shape == (16,)
+    assert sum(p.numel() for p in flow.parameters()) == 16 * 5
+    radial = ef.flows.Radial(2, transforms=16).transform.transforms[0].transform
+    assert radial.center.shape == (16, 2) and radial.alpha_raw.shape == (16,)
+    with pytest.raises(ValueError, match="steps must be a positive int, got 0"):
+        T.Planar(2, steps=0)
+
+
+def test_radial_initialization_is_a_mild_invertible_non_identity_map() -> None:
+    """α = |a|, a ~ U(-1/D, 1/D); α + β = softplus(b), b ~ U(-1 - 1/D, -1 + 1/D)."""
+    torch.manual_seed(0)
+    for d in (2, 5):
+        t = T.Radial(d, steps=2000)
+        center, alpha, gap = t._params(None)
+        lim = 1 / d
+        assert torch.all((alpha > 0) & (alpha <= lim))
+        lo, hi = torch.nn.functional.softplus(torch.tensor([-1 - lim, -1 + lim]))
+        assert torch.all((gap >= lo) & (gap <= hi))  # β + α > 0: invertible
+        beta = gap - alpha
+        assert beta.abs().mean() > 0.05  # not the identity
+        assert d > 2 or ((beta > 0).any() and (beta < 0).any())  # in 2-D both signs occur
+        assert abs(alpha.mean().item() - lim / 2) < 0.05 * lim  # |U(-lim, lim)| has mean lim/2
+        assert abs(center.mean().item()) < 0.1 and abs(center.std().item() - 1) < 0.1
+    # α stays positive through a = 0, where |a| is not differentiable, and the map is exact.
+    t = T.Radial(2).double()
+    with torch.no_grad():
+        t.alpha_raw.zero_()
+    x = torch.randn(50, 2, dtype=F64)
+    y, ladj = t(x)
+    x_back, ladj_inv = t.inverse(y)
+    assert torch.isfinite(ladj).all()
+    torch.testing.assert_close(x_back, x, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(ladj_inv, -ladj, rtol=1e-9, atol=1e-9)

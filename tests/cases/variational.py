@@ -51,6 +51,25 @@ CASES = [
         event_shape=(5,),
     ),
     Case("radial", lambda: T.Radial(2), perturb=0.5),
+    # Several steps with stacked parameters (what the presets use).
+    Case("planar-steps", lambda: T.Planar(3, steps=4), event_shape=(3,), perturb=0.5),
+    Case(
+        "planar-leaky-relu-steps",
+        lambda: T.Planar(2, activation="leaky_relu", negative_slope=0.3, steps=3),
+    ),
+    Case("radial-steps", lambda: T.Radial(3, steps=4), event_shape=(3,), perturb=0.5),
+    Case(
+        "planar-steps-context",
+        lambda: T.Planar(3, context=2, hidden=(8,), steps=3),
+        event_shape=(3,),
+        context=2,
+    ),
+    Case(
+        "radial-steps-context",
+        lambda: T.Radial(3, context=2, hidden=(8,), steps=3),
+        event_shape=(3,),
+        context=2,
+    ),
     Case("radial-5d", lambda: T.Radial(5), event_shape=(5,), perturb=0.5),
     Case(
         "radial-far",

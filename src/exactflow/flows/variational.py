@@ -38,7 +38,8 @@ class Planar(Flow):
     """Planar flow for variational inference (Rezende & Mohamed 2015).
 
     ``transforms`` planar steps ``x <- x + û·h(wᵀx + b)`` (:class:`~exactflow.transforms.Planar`,
-    invertible by construction) applied from base to data: sampling,
+    invertible by construction; one transform with the steps' parameters stacked, ``steps=``)
+    applied from base to data: sampling,
     :meth:`~exactflow.Flow.rsample` and :meth:`~exactflow.Flow.rsample_and_log_prob` run the
     closed form, with ``log|det|`` for free. ``log_prob`` of other data inverts each step
     numerically (a scalar Newton solve to a residual of 1e-12 relative in float64, see
@@ -47,11 +48,11 @@ class Planar(Flow):
 
     Args:
         features: Data width ``D``.
-        context: Context width ``C`` (0: unconditional). With ``C > 0`` each step's ``w``,
-            ``u``, ``b`` come from the context through a network (amortized, as in the VAE
+        context: Context width ``C`` (0: unconditional). With ``C > 0`` the steps' ``w``,
+            ``u``, ``b`` come from the context through one network (amortized, as in the VAE
             posteriors of van den Berg et al. 2018).
         transforms: Number of planar steps.
-        hidden: Hidden widths of each step's context network (``context > 0`` only);
+        hidden: Hidden widths of the context network (``context > 0`` only);
             ``None``: ``(64,)``.
         activation: ``"tanh"`` (the paper's) or ``"leaky_relu"``.
         validate: Check the inputs of direct ``log_prob``/``sample`` calls (see
@@ -80,11 +81,8 @@ class Planar(Flow):
     ) -> None:
         config = config_of(locals())
         widths = _vi_check("Planar", features, context, transforms, hidden)
-        steps = [
-            Inverse(PlanarStep(features, activation, context=context, hidden=widths))
-            for _ in range(transforms)
-        ]
-        super().__init__(Compose(steps), StandardNormal(features), validate=validate)
+        steps = PlanarStep(features, activation, context=context, hidden=widths, steps=transforms)
+        super().__init__(Compose([Inverse(steps)]), StandardNormal(features), validate=validate)
         self.config = config
 
 
@@ -92,16 +90,18 @@ class Radial(Flow):
     """Radial flow for variational inference (Rezende & Mohamed 2015).
 
     ``transforms`` radial steps ``x <- x + β/(α + r)·(x - x₀)``, ``r = ‖x - x₀‖``
-    (:class:`~exactflow.transforms.Radial`, invertible by construction) applied from base to
-    data. Both directions are closed form (the inverse radius solves a quadratic). Base:
-    standard normal.
+    (:class:`~exactflow.transforms.Radial`, invertible by construction; one transform with the
+    steps' parameters stacked, ``steps=``) applied from base to data. Both directions are
+    closed form (the inverse radius solves a quadratic). Each step starts as a mild
+    contraction or expansion around a random centre (the initialization of
+    :class:`~exactflow.transforms.Radial`). Base: standard normal.
 
     Args:
         features: Data width ``D``.
-        context: Context width ``C`` (0: unconditional). With ``C > 0`` each step's ``z₀``,
-            ``α``, ``β`` come from the context through a network (amortized).
+        context: Context width ``C`` (0: unconditional). With ``C > 0`` the steps' ``z₀``,
+            ``α``, ``β`` come from the context through one network (amortized).
         transforms: Number of radial steps.
-        hidden: Hidden widths of each step's context network (``context > 0`` only);
+        hidden: Hidden widths of the context network (``context > 0`` only);
             ``None``: ``(64,)``.
         validate: Check the inputs of direct ``log_prob``/``sample`` calls (see
             :class:`~exactflow.Flow`).
@@ -124,10 +124,8 @@ class Radial(Flow):
     ) -> None:
         config = config_of(locals())
         widths = _vi_check("Radial", features, context, transforms, hidden)
-        steps = [
-            Inverse(RadialStep(features, context=context, hidden=widths)) for _ in range(transforms)
-        ]
-        super().__init__(Compose(steps), StandardNormal(features), validate=validate)
+        steps = RadialStep(features, context=context, hidden=widths, steps=transforms)
+        super().__init__(Compose([Inverse(steps)]), StandardNormal(features), validate=validate)
         self.config = config
 
 

@@ -9,7 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from .base import Transform
-from .variational import Tanh, amortize, check_features, positive, raw_parameters
+from .planar_activations import Tanh
+from .variational import amortize, check_features, positive, raw_parameters
 
 __all__ = ["Sylvester"]
 

@@ -16,6 +16,13 @@ plus the output of a network of the context (an :class:`~exactflow.nn.MLP` with 
 parameters), as in the VAE posteriors of van den Berg et al. (2018). The invertibility
 constraints act on the raw values, so they hold for every context. Parameters then carry the
 context's batch shape ``(*B, ...)``, and ``x (*, *B, D)`` broadcasts against them.
+
+**Stacked steps.** ``steps=K`` makes one transform of ``K`` maps of the family, applied in
+order, their parameters stacked along a leading axis (``(K, D)``, ``(K,)``; one network output
+for all ``K`` with a context). The constrained parameters of all steps then come from one
+vectorized pass, and an unconditional step runs each map as two or three fused kernels
+(``addmv``, ``addr``) with the log-determinants of all steps taken in one pass at the end: the
+presets hold their steps this way, which is what makes a variational training step cheap.
 """
 
 from __future__ import annotations
@@ -28,8 +35,8 @@ from torch import Tensor, nn
 
 from ..nn import MLP, zero_output
 from ..nn.mlp import check_context
-from ..numerics import solve_increasing
 from .base import Transform
+from .planar_activations import activation_of
 
 __all__ = ["Planar", "Radial"]
 
@@ -44,6 +51,29 @@ def check_features(name: str, features: int) -> int:
     if not isinstance(features, int) or features < 1:
         raise ValueError(f"{name}: features must be a positive int, got {features!r}")
     return features
+
+
+def check_steps(name: str, steps: int) -> int:
+    """``steps`` after checking it is a positive int."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"{name}: steps must be a positive int, got {steps!r}")
+    return steps
+
+
+def stack_shape(steps: int) -> tuple[int, ...]:
+    """Leading shape of a step's stacked parameters: none for one step (the paper's shapes)."""
+    return (steps,) if steps > 1 else ()
+
+
+def with_step_axis(step: Transform, raw: list[Tensor], vectors: int) -> list[Tensor]:
+    """Raw parameters with the step axis ``K``: ``(*B, K, D)`` vectors, ``(*B, K)`` scalars.
+
+    ``raw`` holds ``vectors`` vector parameters, then scalar ones. A single step stores the
+    paper's shapes (``(D,)``, ``()``), given here a ``K = 1`` axis.
+    """
+    if step.steps > 1:
+        return raw
+    return [p.unsqueeze(-2) if k < vectors else p.unsqueeze(-1) for k, p in enumerate(raw)]
 
 
 def amortize(step: Transform, names: Sequence[str], context: int, hidden: Sequence[int]) -> None:
@@ -80,99 +110,6 @@ def dot(a: Tensor, b: Tensor) -> Tensor:
     return (a * b).sum(-1)
 
 
-class Tanh:
-    """``h = tanh``: ``h' = 1 - tanh²`` lies in ``(0, 1]``, so ``s > -1`` suffices."""
-
-    # Even at s = -1 the map x - tanh(x) is strictly increasing (flat at one point only).
-    margin = 0.0
-
-    def value(self, x: Tensor) -> Tensor:
-        return torch.tanh(x)
-
-    def derivative(self, x: Tensor) -> Tensor:
-        return 1 - torch.tanh(x).square()
-
-    def slope(self, x: Tensor, gap: Tensor) -> Tensor:
-        """``1 + s·h'(x)`` for ``s = gap - 1``, as ``tanh² + gap·(1 - tanh²)`` (no cancellation)."""
-        t2 = torch.tanh(x).square()
-        return t2 + gap * (1 - t2)
-
-    def solve(self, t: Tensor, gap: Tensor, name: str, max_iter: int) -> Tensor:
-        """Root of ``x + s·tanh(x) = t`` (``s = gap - 1 > -1``), with implicit gradients.
-
-        The root has the sign of ``t`` and lies between ``t`` and ``t - s·sign(t)``
-        (``|tanh| <= 1``). Newton starts on the side of the root from which it approaches it
-        monotonically (for ``t > 0``; odd symmetry for ``t < 0``): for ``s > 0`` the map is
-        concave there, and the start is the lower bound ``max(t/(1 + s), t - s)``; for
-        ``s < 0`` it is convex, and the start is the least of the upper bounds ``t - s``,
-        ``t/(1 + s)`` and ``∛(6t/|s|)`` (or ``6t/|s|`` above 1), which follow from
-        ``x - tanh(x) >= x³/(3(1 + x²))``. The last keeps the near-singular case
-        ``s -> -1`` (``x³/3 ≈ t``) within a few iterations: at most 11 in float64 over
-        ``|s|`` up to 10⁸ and ``|t|`` from 10⁻²⁰ to 10⁸ (tests/test_variational.py).
-        """
-        s = gap - 1
-        with torch.no_grad():  # the bracket and the start carry no gradient
-            far = t - s * torch.sign(t)
-            lo, hi = torch.minimum(t, far), torch.maximum(t, far)
-            lo = torch.where(t > 0, lo.clamp_min(0), lo)
-            hi = torch.where(t < 0, hi.clamp_max(0), hi)
-            a, linear = t.abs(), t.abs() / gap
-            q = 6 * a / s.abs().clamp_min(torch.finfo(t.dtype).tiny)
-            cubic = torch.where(q <= 1, q.pow(1 / 3), q)
-            below = torch.maximum(linear, a - s)
-            above = torch.minimum(torch.minimum(a - s, linear), cubic)
-            start = torch.sign(t) * torch.where(s > 0, below, above)
-        return solve_increasing(
-            lambda x: x + s * torch.tanh(x),
-            lambda x: self.slope(x, gap),
-            t,
-            lo,
-            hi,
-            start=torch.minimum(torch.maximum(start, lo), hi),
-            name=f"{name}: x + s·tanh(x) = t",
-            max_iter=max_iter,
-        )
-
-
-class LeakyReLU:
-    """``h(x) = x`` for ``x >= 0``, ``slope·x`` below; ``h'`` in ``{slope, 1}``, ``slope <= 1``."""
-
-    # x + s·h(x) has slope exactly 1 + s on the whole half-line x >= 0, so s -> -1 would
-    # flatten it there: planar steps keep 1 + s >= margin (a contraction of at most 1000).
-    margin = 1e-3
-
-    def __init__(self, negative_slope: float) -> None:
-        self.negative_slope = negative_slope
-
-    def value(self, x: Tensor) -> Tensor:
-        return F.leaky_relu(x, self.negative_slope)
-
-    def derivative(self, x: Tensor) -> Tensor:
-        return torch.where(x >= 0, torch.ones_like(x), torch.full_like(x, self.negative_slope))
-
-    def slope(self, x: Tensor, gap: Tensor) -> Tensor:
-        """``1 + s·h'(x)``: ``gap`` for ``x >= 0``, ``(1 - slope) + slope·gap`` below."""
-        a = self.negative_slope
-        return torch.where(x >= 0, gap, (1 - a) + a * gap)
-
-    def solve(self, t: Tensor, gap: Tensor, name: str, max_iter: int) -> Tensor:
-        """Exact root of ``x + s·h(x) = t``, piecewise linear through 0: ``sign(x) = sign(t)``."""
-        return t / self.slope(t, gap)
-
-
-def _activation(name: str, activation: str, negative_slope: float) -> Tanh | LeakyReLU:
-    if activation == "tanh":
-        return Tanh()
-    if activation == "leaky_relu":
-        if not 0 <= negative_slope <= 1:
-            raise ValueError(
-                f"{name}: negative_slope must be in [0, 1] for an invertible map,"
-                f" got {negative_slope}"
-            )
-        return LeakyReLU(negative_slope)
-    raise ValueError(f"{name}: activation must be 'tanh' or 'leaky_relu', got {activation!r}")
-
-
 class Planar(Transform):
     """Planar flow ``f(z) = z + û·h(wᵀz + b)`` (Rezende & Mohamed 2015).
 
@@ -193,12 +130,17 @@ class Planar(Transform):
     ``z = y - û·h(x)``. Gradients are the exact implicit-function ones. A solve that does not
     converge raises ``FloatingPointError`` naming this step (NaN under tracing).
 
+    ``steps = K`` composes ``K`` planar maps in one transform (``forward`` applies step 0
+    first), their parameters stacked (``w, u (K, D)``, ``b (K,)``); :meth:`inverse` solves
+    them in reverse order. One step keeps the shapes ``(D,)`` and ``()``.
+
     Args:
         features: Size of the last dimension ``D``.
         activation: ``"tanh"`` (the paper's) or ``"leaky_relu"``.
         negative_slope: Slope of the leaky ReLU below zero, in ``[0, 1]``.
         context: Width ``C`` of a context that amortizes ``w``, ``u``, ``b`` (0: none).
         hidden: Hidden widths of the context network (``context > 0`` only).
+        steps: Number ``K`` of planar maps composed.
 
     Shapes: ``z (*, D)``, ``context (*B, C)`` ``-> y (*, D)``, ``ladj (*)``.
 
@@ -207,11 +149,14 @@ class Planar(Transform):
         >>> t = ef.transforms.Planar(3, context=2)
         >>> y, ladj = t(torch.randn(5, 3), torch.randn(5, 2))
         >>> z, _ = t.inverse(y, torch.randn(5, 2))
+        >>> ef.transforms.Planar(3, steps=16).w.shape
+        torch.Size([16, 3])
 
     """
 
     max_iter = 20
-    """Iteration budget of the scalar solves (at most 11 are needed: :meth:`Tanh.solve`)."""
+    """Iteration budget of the scalar solves (at most 11 are needed: see
+    :meth:`exactflow.transforms.planar_activations.Tanh.solve`)."""
 
     def __init__(
         self,
@@ -220,21 +165,27 @@ class Planar(Transform):
         negative_slope: float = 0.01,
         context: int = 0,
         hidden: Sequence[int] = (64,),
+        steps: int = 1,
     ) -> None:
         super().__init__()
         self.features = check_features("Planar", features)
+        self.steps = check_steps("Planar", steps)
         self.activation = activation
         self.negative_slope = negative_slope
-        self.act = _activation("Planar", activation, negative_slope)
+        self.act = activation_of("Planar", activation, negative_slope)
         scale = features**-0.5
-        self.w = nn.Parameter(scale * torch.randn(features))
-        self.u = nn.Parameter(scale * torch.randn(features))
-        self.b = nn.Parameter(torch.zeros(()))
+        shape = stack_shape(steps)
+        self.w = nn.Parameter(scale * torch.randn(*shape, features))
+        self.u = nn.Parameter(scale * torch.randn(*shape, features))
+        self.b = nn.Parameter(torch.zeros(shape))
         amortize(self, ("w", "u", "b"), context, hidden)
 
     def _params(self, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``w, û (*B, D)``, ``b (*B)`` and ``gap = 1 + wᵀû = softplus(wᵀu) + margin (*B)``."""
-        w, u, b = raw_parameters(self, context)
+        """``w, û (*B, K, D)``, ``b (*B, K)``, ``gap = 1 + wᵀû = softplus(wᵀu) + margin (*B, K)``.
+
+        One pass for all ``K`` steps.
+        """
+        w, u, b = with_step_axis(self, raw_parameters(self, context), 2)
         ww = dot(w, w)
         ww_safe = ww.clamp_min(torch.finfo(w.dtype).tiny)
         # r is exactly 1 unless ‖w‖² underflows; then the map degrades to a shift with wᵀû ≈ 0
@@ -253,19 +204,49 @@ class Planar(Transform):
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         w, u_hat, b, gap = self._params(context)
-        pre = dot(x, w) + b  # (*)
-        y = x + self.act.value(pre).unsqueeze(-1) * u_hat
-        return y, self.act.slope(pre, gap).log()
+        if not self.context and x.numel():  # a flat batch: one fused op per product
+            y = x.reshape(-1, self.features)
+            pres = []
+            for w_k, u_k, b_k in zip(w.unbind(0), u_hat.unbind(0), b.unbind(0), strict=True):
+                pre = torch.addmv(b_k, y, w_k)  # wᵀy + b, (N,)
+                y = torch.addr(y, self.act.value(pre), u_k)
+                pres.append(pre)
+            # log|det| of every step at once: (K, N) slopes, one log, one sum.
+            slopes = self.act.slope(torch.stack(pres), gap.unsqueeze(-1))
+            return y.reshape(x.shape), slopes.log().sum(0).reshape(x.shape[:-1])
+        ladj = None
+        for k in range(self.steps):
+            w_k, u_k, b_k, gap_k = w[..., k, :], u_hat[..., k, :], b[..., k], gap[..., k]
+            pre = dot(x, w_k) + b_k  # (*)
+            x = x + self.act.value(pre).unsqueeze(-1) * u_k
+            term = self.act.slope(pre, gap_k).log()
+            ladj = term if ladj is None else ladj + term
+        return x, ladj
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         w, u_hat, b, gap = self._params(context)
-        pre = self.act.solve(dot(y, w) + b, gap, "Planar.inverse", self.max_iter)  # wᵀz + b
-        x = y - self.act.value(pre).unsqueeze(-1) * u_hat
-        return x, -self.act.slope(pre, gap).log()
+        ladj = None
+        for k in reversed(range(self.steps)):
+            w_k, u_k, b_k, gap_k = w[..., k, :], u_hat[..., k, :], b[..., k], gap[..., k]
+            pre = self.act.solve(dot(y, w_k) + b_k, gap_k, self._name(k), self.max_iter)
+            y = y - self.act.value(pre).unsqueeze(-1) * u_k
+            term = -self.act.slope(pre, gap_k).log()
+            ladj = term if ladj is None else ladj + term
+        return y, ladj
+
+    def _name(self, k: int) -> str:
+        """How a solve of step ``k`` is named in errors."""
+        return "Planar.inverse" if self.steps == 1 else f"Planar.inverse (step {k})"
 
 
 def _norm(v: Tensor) -> Tensor:
-    """Euclidean norm over the last dimension: no overflow, a finite gradient at zero."""
+    """Euclidean norm over the last dimension: no overflow, a finite gradient at zero.
+
+    A float32 ``v`` is normed in float64, whose range holds the square of every float32 (one
+    fused kernel); wider types are scaled by their largest entry first.
+    """
+    if v.dtype in (torch.float32, torch.float16, torch.bfloat16):
+        return torch.linalg.vector_norm(v, dim=-1, dtype=torch.float64).to(v.dtype)
     scale = v.detach().abs().amax(-1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
     return scale.squeeze(-1) * (v / scale).square().sum(-1).clamp_min(1e-30).sqrt()
 
@@ -273,9 +254,20 @@ def _norm(v: Tensor) -> Tensor:
 class Radial(Transform):
     """Radial flow ``f(z) = z + β·h(α, r)·(z - z₀)``, ``h = 1/(α + r)``, ``r = ‖z - z₀‖``.
 
-    From Rezende & Mohamed (2015). The parameterization ``α = softplus(a)``,
-    ``β = -α + softplus(b)`` keeps ``β > -α``, which makes ``f`` a bijection of ``R^D``: it
-    scales ``z - z₀`` by ``(softplus(b) + r)/(α + r) > 0`` and the radius map is increasing.
+    From Rezende & Mohamed (2015). The parameterization ``α = |a|`` (kept above the smallest
+    positive float), ``β = -α + softplus(b)`` keeps ``α > 0`` and ``β > -α``, which makes ``f``
+    a bijection of ``R^D``: it scales ``z - z₀`` by ``(softplus(b) + r)/(α + r) > 0`` and the
+    radius map is increasing and onto ``[0, ∞)``.
+
+    **Initialization** (the one normflows uses): ``a ~ U(-1/D, 1/D)`` and
+    ``b ~ U(-1 - 1/D, -1 + 1/D)``, with centres ``z₀ ~ N(0, I)``. Each step then starts as a
+    mild contraction or expansion around its own centre (``softplus(b) ≈ 0.3`` against
+    ``α <= 1/D``) rather than as the identity, and ``α = |a|`` reaches the small values that
+    make sharp radial features as ``a`` crosses zero, where ``α = softplus(a)`` needs
+    ``a -> -∞`` (and vanishing gradients). Why: on the U1-U4 energies of
+    ``benchmarks/vi_compare.py`` (16 steps, 1000 Adam steps) the identity start with
+    ``α = softplus(a)`` ends at a reverse KL about twice as large on U1 (0.26 against 0.12
+    nats), and ``softplus`` with this start still ends above ``|a|``.
 
     ``log|det ∂f/∂z| = (D - 1)·log(1 + βh) + log(1 + βh + βh'r)``, evaluated as
     ``(D - 1)·log((softplus(b) + r)/(α + r)) + log(q² + 2pq + p·softplus(b)/(α + r))`` with
@@ -288,33 +280,48 @@ class Radial(Transform):
     discriminant scaled against overflow), so the inverse is exact; the direction of
     ``z - z₀`` is that of ``y - z₀``.
 
+    ``steps = K`` composes ``K`` radial maps in one transform (``forward`` applies step 0
+    first), their parameters stacked (``z₀ (K, D)``, ``a, b (K,)``) so that one pass computes
+    every step's ``α`` and ``β``; the presets use this. One step keeps the shapes ``(D,)``
+    and ``()``.
+
     Args:
         features: Size of the last dimension ``D``.
-        context: Width ``C`` of a context that amortizes ``z₀``, ``α``, ``β`` (0: none).
+        context: Width ``C`` of a context that amortizes ``z₀``, ``a``, ``b`` (0: none).
         hidden: Hidden widths of the context network (``context > 0`` only).
+        steps: Number ``K`` of radial maps composed.
 
     Shapes: ``z (*, D)``, ``context (*B, C)`` ``-> y (*, D)``, ``ladj (*)``.
 
     Example:
         >>> import torch, exactflow as ef
-        >>> t = ef.transforms.Radial(3)
+        >>> t = ef.transforms.Radial(3, steps=2)
         >>> y, ladj = t(torch.randn(5, 3))
+        >>> x, _ = t.inverse(y)
 
     """
 
-    def __init__(self, features: int, context: int = 0, hidden: Sequence[int] = (64,)) -> None:
+    def __init__(
+        self, features: int, context: int = 0, hidden: Sequence[int] = (64,), steps: int = 1
+    ) -> None:
         super().__init__()
         self.features = check_features("Radial", features)
-        self.center = nn.Parameter(torch.randn(features))
-        # a = b = 0 gives β = 0: the identity.
-        self.alpha_raw = nn.Parameter(torch.zeros(()))
-        self.beta_raw = nn.Parameter(torch.zeros(()))
+        self.steps = check_steps("Radial", steps)
+        lim = 1 / features
+        shape = stack_shape(steps)
+        self.center = nn.Parameter(torch.randn(*shape, features))
+        self.alpha_raw = nn.Parameter(torch.empty(shape).uniform_(-lim, lim))
+        self.beta_raw = nn.Parameter(torch.empty(shape).uniform_(-1 - lim, -1 + lim))
         amortize(self, ("center", "alpha_raw", "beta_raw"), context, hidden)
 
     def _params(self, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-        """``z₀ (*B, D)``, ``α (*B)`` and ``gap = α + β (*B)``."""
-        center, alpha_raw, beta_raw = raw_parameters(self, context)
-        return center, positive(alpha_raw), positive(beta_raw)
+        """``z₀ (*B, K, D)``, ``α (*B, K)`` and ``gap = α + β (*B, K)``."""
+        center, alpha_raw, beta_raw = with_step_axis(self, raw_parameters(self, context), 1)
+        return (
+            center,
+            alpha_raw.abs().clamp_min(torch.finfo(alpha_raw.dtype).tiny),
+            positive(beta_raw),
+        )
 
     def _log_det(self, r: Tensor, alpha: Tensor, gap: Tensor) -> Tensor:
         ar = alpha + r
@@ -324,22 +331,45 @@ class Radial(Transform):
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         center, alpha, gap = self._params(context)
-        diff = x - center
-        r = _norm(diff)
-        y = x + ((gap - alpha) / (alpha + r)).unsqueeze(-1) * diff
-        return y, self._log_det(r, alpha, gap)
+        beta = gap - alpha
+        if not self.context:  # flat batch; the log-dets of all steps at once at the end
+            y = x.reshape(-1, self.features)
+            radii = []
+            for c_k, a_k, beta_k in zip(
+                center.unbind(0), alpha.unbind(0), beta.unbind(0), strict=True
+            ):
+                diff = y - c_k
+                r = _norm(diff)
+                y = torch.addcmul(y, (beta_k / (a_k + r)).unsqueeze(-1), diff)
+                radii.append(r)
+            ladj = self._log_det(torch.stack(radii), alpha.unsqueeze(-1), gap.unsqueeze(-1))
+            return y.reshape(x.shape), ladj.sum(0).reshape(x.shape[:-1])
+        ladj = None
+        for k in range(self.steps):
+            c_k, a_k, gap_k = center[..., k, :], alpha[..., k], gap[..., k]
+            diff = x - c_k
+            r = _norm(diff)
+            x = x + ((gap_k - a_k) / (a_k + r)).unsqueeze(-1) * diff
+            term = self._log_det(r, a_k, gap_k)
+            ladj = term if ladj is None else ladj + term
+        return x, ladj
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         center, alpha, gap = self._params(context)
-        diff = y - center
-        rho = _norm(diff)
-        p = rho - gap
-        # disc = sqrt(p² + 4αρ), scaled so that nothing overflows; it is homogeneous of
-        # degree 1 in (p, α, ρ), so the detached scale leaves its gradient exact.
-        scale = torch.maximum(torch.maximum(p.abs(), rho), alpha).detach()
-        disc = scale * ((p / scale).square() + 4 * (alpha / scale) * (rho / scale)).sqrt()
-        # Positive root (p + disc)/2, rewritten as 2αρ/(disc - p) where p <= 0 to avoid
-        # cancellation; both branches are finite, so torch.where passes clean gradients.
-        r = torch.where(p > 0, 0.5 * (p + disc), 2 * alpha * rho / (disc + p.abs()))
-        x = center + ((alpha + r) / (gap + r)).unsqueeze(-1) * diff
-        return x, -self._log_det(r, alpha, gap)
+        ladj = None
+        for k in reversed(range(self.steps)):
+            c_k, a_k, gap_k = center[..., k, :], alpha[..., k], gap[..., k]
+            diff = y - c_k
+            rho = _norm(diff)
+            p = rho - gap_k
+            # disc = sqrt(p² + 4αρ), scaled so that nothing overflows; it is homogeneous of
+            # degree 1 in (p, α, ρ), so the detached scale leaves its gradient exact.
+            scale = torch.maximum(torch.maximum(p.abs(), rho), a_k).detach()
+            disc = scale * ((p / scale).square() + 4 * (a_k / scale) * (rho / scale)).sqrt()
+            # Positive root (p + disc)/2, rewritten as 2αρ/(disc - p) where p <= 0 to avoid
+            # cancellation; both branches are finite, so torch.where passes clean gradients.
+            r = torch.where(p > 0, 0.5 * (p + disc), 2 * a_k * rho / (disc + p.abs()))
+            y = c_k + ((a_k + r) / (gap_k + r)).unsqueeze(-1) * diff
+            term = -self._log_det(r, a_k, gap_k)
+            ladj = term if ladj is None else ladj + term
+        return y, ladj
