@@ -158,7 +158,9 @@ class ReverseKL(Objective):
     so minimizing it over ``q`` minimizes ``KL(q ‖ p)`` without knowing ``Z`` (Rezende &
     Mohamed 2015). Each step draws ``samples`` points by reparameterization and scores them in
     the same pass (:meth:`~exactflow.Flow.rsample_and_log_prob`: one network pass per layer for
-    IAF, planar, radial and Sylvester flows; ``D`` passes per layer for MAF). Validation
+    IAF, planar, radial and Sylvester flows and for coupling flows such as RealNVP and
+    ``NSF(coupling=True)``; ``D`` sequential passes per layer for MAF and autoregressive NSF,
+    whose sampling direction is the autoregressive one). Validation
     reports the same estimate, ``val_neg_elbo``, on ``val_samples`` fresh draws. The per-sample
     loss is an unbiased estimate of ``-ELBO``; :func:`exactflow.metrics.log_normalizer` turns a
     trained flow into an estimate of ``log Z`` and of the KL itself.
