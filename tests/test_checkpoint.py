@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Iterator
@@ -377,3 +378,31 @@ def test_oversized_checkpoint_is_refused_before_reading(
     small = save(tmp_path / "m.safetensors", tiny(2))
     with pytest.raises(ValueError, match="limit of 100 bytes"):
         load(small, tiny(2))
+
+
+# ---------------------------------------------------------------------------- older formats
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize("name", ["planar-k3", "radial-k3", "radial-k1"])
+def test_version_1_variational_presets_load_into_the_stacked_layout(name: str) -> None:
+    """Files written by exactflow 0.1 (one transform per step) give the same densities."""
+    reference = json.loads((DATA / "variational-v0.1.json").read_text())
+    x = torch.tensor(reference["x"], dtype=torch.float64)
+    loaded = load(DATA / f"{name}-v0.1.safetensors")
+    flow = loaded.model
+    assert len(flow.transform.transforms) == 1  # stacked
+    expected = torch.tensor(reference[name], dtype=torch.float64)
+    torch.testing.assert_close(flow.log_prob(x).detach(), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_a_version_1_amortized_planar_cannot_be_mapped_and_says_why(tmp_path: Path) -> None:
+    flow = ef.flows.Planar(features=2, context=3, transforms=2)
+    weights = {
+        f"transform.transforms.{k}.transform.{key}": torch.zeros(2)
+        for k in range(2)
+        for key in ("w", "u", "b", "net.0.weight")
+    }
+    with pytest.raises(ValueError, match="with a context saved by exactflow 0.1 cannot be mapped"):
+        flow.upgrade_weights(weights, version=1)
+    assert flow.upgrade_weights(weights, version=2) is weights

@@ -73,8 +73,13 @@ __all__ = ["FORMAT_VERSION", "MAX_BYTES", "Checkpoint", "load", "save"]
 MAX_BYTES = 8 * 2**30
 """Default size limit of a checkpoint file to load (``EXACTFLOW_MAX_CHECKPOINT_BYTES``)."""
 
-FORMAT_VERSION = 1
-"""Version of the checkpoint layout written by :func:`save`; :func:`load` reads up to this one."""
+FORMAT_VERSION = 2
+"""Version of the checkpoint layout written by :func:`save`; :func:`load` reads up to this one.
+
+Version 2 (exactflow 0.2): the Planar and Radial presets hold their steps stacked; version-1
+files of those presets are mapped onto the new layout when loaded
+(:meth:`exactflow.Flow.upgrade_weights`).
+"""
 
 _FORMAT = "exactflow.checkpoint"
 _CONFIG_KEY = "exactflow"
@@ -391,7 +396,7 @@ def load(
     try:
         state = _decode(config["state"], tensors)
         spec = _decode(config["spec"], {})
-        dtype = config["dtype"]
+        dtype, version = config["dtype"], config["version"]
         event_shape, context = _shape(config["event_shape"], path), config["context"]
     except (KeyError, TypeError, AttributeError) as error:
         raise _corrupt(path, f"its config is incomplete (missing or malformed {error})") from None
@@ -418,6 +423,11 @@ def load(
                 f" width {context}, but it is used with points of shape"
                 f" {tuple(model.event_shape)} and a context of width {model.context}"
             )
+    if isinstance(model, Flow) and version < FORMAT_VERSION:
+        try:
+            weights = model.upgrade_weights(weights, version)
+        except ValueError as error:
+            raise ValueError(f"the checkpoint {path} cannot be loaded: {error}") from None
     _check_weights(model, weights, path)
     model.to(DTYPES[dtype])
     model.load_state_dict(weights)

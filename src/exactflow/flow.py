@@ -127,6 +127,15 @@ class Flow(nn.Module):
         """Context width the flow is conditioned on (0: unconditional)."""
         return max(self.transform.context, self.base.context)
 
+    def upgrade_weights(self, weights: dict[str, Tensor], version: int) -> dict[str, Tensor]:
+        """Weights from a checkpoint of an older format ``version``, in this flow's layout.
+
+        Called by :func:`exactflow.checkpoint.load` before the weights are checked against the
+        model, for files written before the current format; a preset whose layout changed maps
+        the old weights onto the new one here, or raises ``ValueError`` saying why it cannot.
+        """
+        return weights
+
     # ------------------------------------------------------------------ validation
     def _dtype(self) -> torch.dtype:
         return placement(self)[0]

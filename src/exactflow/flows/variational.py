@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+
+import torch
+from torch import Tensor
 
 from ..distributions import StandardNormal
 from ..flow import Flow
@@ -15,6 +19,39 @@ from .chains import config_of
 __all__ = ["Planar", "Radial", "Sylvester"]
 
 _HIDDEN = (64,)
+
+
+_OLD_STEP = re.compile(r"transform\.transforms\.(\d+)\.transform\.(\w+)")
+
+
+def _stack_old_steps(
+    name: str, weights: dict[str, Tensor], transforms: int, names: tuple[str, ...]
+) -> dict[str, Tensor]:
+    """Weights of a version-1 preset (one transform per step) in the stacked layout.
+
+    Version 1 held step ``k`` (applied ``k``-th from the base) as
+    ``transform.transforms.{K-1-k}``; the stacked transform applies its index ``k`` ``k``-th in
+    the same direction, so the old steps are stacked in reverse order.
+    """
+    steps: dict[str, dict[int, Tensor]] = {key: {} for key in names}
+    for key, value in weights.items():
+        match = _OLD_STEP.fullmatch(key)
+        if match is None or match[2] not in steps:
+            raise ValueError(
+                f"its {name} weights have an unexpected entry {key!r}: a {name} preset with a"
+                " context saved by exactflow 0.1 cannot be mapped onto this version's stacked"
+                " steps (its per-step context networks are one network now)"
+            )
+        steps[match[2]][int(match[1])] = value
+    if any(sorted(found) != list(range(transforms)) for found in steps.values()):
+        raise ValueError(f"its {name} weights do not hold {transforms} complete steps")
+    prefix = "transform.transforms.0.transform."
+    if transforms == 1:
+        return {prefix + key: found[0] for key, found in steps.items()}
+    return {
+        prefix + key: torch.stack([found[transforms - 1 - k] for k in range(transforms)])
+        for key, found in steps.items()
+    }
 
 
 def _vi_check(name: str, features: int, context: int, transforms: int, hidden: object) -> tuple:
@@ -85,6 +122,12 @@ class Planar(Flow):
         super().__init__(Compose([Inverse(steps)]), StandardNormal(features), validate=validate)
         self.config = config
 
+    def upgrade_weights(self, weights: dict[str, Tensor], version: int) -> dict[str, Tensor]:
+        """Version-1 weights (one transform per step) stacked into this version's layout."""
+        if version >= 2:
+            return weights
+        return _stack_old_steps("Planar", weights, self.config["transforms"], ("w", "u", "b"))
+
 
 class Radial(Flow):
     """Radial flow for variational inference (Rezende & Mohamed 2015).
@@ -127,6 +170,20 @@ class Radial(Flow):
         steps = RadialStep(features, context=context, hidden=widths, steps=transforms)
         super().__init__(Compose([Inverse(steps)]), StandardNormal(features), validate=validate)
         self.config = config
+
+    def upgrade_weights(self, weights: dict[str, Tensor], version: int) -> dict[str, Tensor]:
+        """Version-1 weights stacked into this version's layout, with ``α`` kept.
+
+        Version 1 had ``α = softplus(a)``; this version has ``α = |a|``, so ``a`` becomes
+        ``softplus(a)``.
+        """
+        if version >= 2:
+            return weights
+        names = ("center", "alpha_raw", "beta_raw")
+        stacked = _stack_old_steps("Radial", weights, self.config["transforms"], names)
+        key = "transform.transforms.0.transform.alpha_raw"
+        stacked[key] = torch.nn.functional.softplus(stacked[key])
+        return stacked
 
 
 class Sylvester(Flow):
