@@ -277,3 +277,19 @@ def test_a_dense_vae_trained_briefly_on_binary_digits_improves_its_elbo() -> Non
         after = float(result.model.elbo(ds.val, k=4).mean())
     assert after > before + 5  # nats per image
     assert -result.best_val == pytest.approx(after, abs=2.0)
+
+
+def test_bounds_are_the_per_row_elbo_and_estimate_in_batches() -> None:
+    vae = DenseVAE(features=6, latent=2, hidden=[8], context=4, likelihood="gaussian").train()
+    x = torch.randn(10, 6)
+    torch.manual_seed(0)
+    elbo, estimate, stderr = vae.bounds(x, k=20, batch_size=10)
+    assert vae.training  # the mode is restored
+    assert elbo.dtype == estimate.dtype == torch.float64 and elbo.shape == (10,)
+    vae.eval()
+    torch.manual_seed(0)
+    expected_elbo = vae.elbo(x).double().detach()
+    expected, expected_stderr = vae.log_marginal(x, k=20)
+    torch.testing.assert_close(elbo, expected_elbo)
+    torch.testing.assert_close(estimate, expected)
+    torch.testing.assert_close(stderr, expected_stderr)

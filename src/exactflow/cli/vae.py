@@ -18,11 +18,10 @@ import argparse
 import math
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from .. import data, objectives
-from ..flow import DTYPES, placement
+from ..flow import DTYPES
 from ..models import LatentVariableModel
 from ..train import TrainConfig
 from . import arguments
@@ -162,17 +161,8 @@ def evaluate(
     if x is None or len(x) == 0:
         raise CommandError(f"the {split} split of {ds.name} is empty; nothing to evaluate")
     vae.check_data(x, None, f"the {split} split of {ds.name}")
-    dtype, device = placement(vae)
     vae.eval()
-    elbo, est, mc = [], [], []
-    with torch.no_grad():
-        for rows in torch.split(x, ROWS):
-            rows = rows.to(device=device, dtype=dtype)
-            elbo.append(vae.elbo(rows, 1).double().cpu())
-            value, stderr = vae.log_marginal(rows, k, chunk=CHUNK)
-            est.append(value.double().cpu())
-            mc.append(stderr.double().cpu())
-    elbos, estimates, errors = torch.cat(elbo), torch.cat(est), torch.cat(mc)
+    elbos, estimates, errors = vae.bounds(x, k, batch_size=ROWS, chunk=CHUNK)
     mean_elbo, elbo_stderr = _mean_stderr(elbos)
     mean_iwae, iwae_stderr = _mean_stderr(estimates)
     mc_stderr = float(errors.square().sum().sqrt()) / len(errors)

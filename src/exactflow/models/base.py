@@ -17,6 +17,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor, nn
 
+from ..flow import placement
 from ..numerics import importance_stats, importance_sums
 
 __all__ = ["LatentVariableModel"]
@@ -26,7 +27,7 @@ class LatentVariableModel(nn.Module, ABC):
     """A model with an intractable ``log p(x)`` and an amortized posterior ``q(z | x)``.
 
     Subclasses implement :meth:`log_weights`, :meth:`check_data` and :attr:`event_shape`;
-    :meth:`elbo` and :meth:`log_marginal` are derived from the weights.
+    :meth:`elbo`, :meth:`log_marginal` and :meth:`bounds` are derived from the weights.
     """
 
     @property
@@ -100,3 +101,38 @@ class LatentVariableModel(nn.Module, ABC):
             self.train(was_training)
         estimate, stderr, _ = importance_stats(s1, s2, k)
         return estimate, stderr
+
+    @torch.no_grad()
+    def bounds(
+        self, x: Tensor, k: int = 1000, batch_size: int = 256, chunk: int | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-row ELBO and importance-sampling estimate of ``log p(x)`` over a data set.
+
+        Rows are taken ``batch_size`` at a time, moved to the model's dtype and device, in eval
+        mode (the mode is restored).
+
+        Args:
+            x: Rows ``(N, *event)``.
+            k: Posterior draws per row for the estimate (:meth:`log_marginal`).
+            batch_size: Rows per pass.
+            chunk: Draws per pass of :meth:`log_marginal`.
+
+        Returns:
+            ``(elbo, estimate, stderr)``, each ``(N,)`` in float64: a single-draw ELBO, the
+            estimate ``log (1/k) Σ_j w_j`` and its importance-sampling standard error.
+
+        """
+        dtype, device = placement(self)
+        was_training = self.training
+        self.eval()
+        elbo, estimate, stderr = [], [], []
+        try:
+            for rows in x.split(batch_size):
+                rows = rows.to(device=device, dtype=dtype)
+                elbo.append(self.elbo(rows).double())
+                value, error = self.log_marginal(rows, k, chunk=chunk)
+                estimate.append(value)
+                stderr.append(error)
+        finally:
+            self.train(was_training)
+        return torch.cat(elbo), torch.cat(estimate), torch.cat(stderr)

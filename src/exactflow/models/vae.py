@@ -26,9 +26,9 @@ from ..distributions import StandardNormal
 from ..flow import Flow
 from ..flows.chains import config_of
 from ..nn import MLP
-from . import posteriors
+from . import likelihoods, posteriors
 from .base import LatentVariableModel
-from .likelihoods import Likelihood, likelihood
+from .likelihoods import Likelihood
 
 __all__ = ["VAE", "DenseVAE"]
 
@@ -123,7 +123,7 @@ class VAE(LatentVariableModel):
         self.decoder = decoder
         self.posterior = posterior
         self.prior = prior
-        self.likelihood = likelihood if isinstance(likelihood, Likelihood) else _lookup(likelihood)
+        self.likelihood = likelihoods.likelihood(likelihood)
 
     @property
     def event_shape(self) -> torch.Size:
@@ -215,12 +215,6 @@ class VAE(LatentVariableModel):
         return self.likelihood.mean(self.decoder(z)).reshape(x.shape)
 
 
-def _lookup(name: str | Likelihood) -> Likelihood:
-    if isinstance(name, str):
-        return likelihood(name)
-    raise TypeError(f"VAE: likelihood must be a name or a Likelihood, got {type(name).__name__}")
-
-
 class DenseVAE(VAE):
     """A fully connected :class:`VAE`, rebuildable by name (``ef.registry``: ``"DenseVAE"``).
 
@@ -284,7 +278,7 @@ class DenseVAE(VAE):
                 f"DenseVAE: event_shape {list(shape)} has {math.prod(shape)} entries, not"
                 f" features={features}"
             )
-        model = _lookup(likelihood)
+        model = likelihoods.likelihood(likelihood)
         options = {"kind": kind} if family == "sylvester" else {}
         step_hidden = (widths[-1],) if widths else (64,)
         with torch.random.fork_rng(devices=[]):
