@@ -25,6 +25,7 @@ FAMILIES = (
     "coupling",
     "autoregressive",
     "presets",
+    "image",
 )
 
 

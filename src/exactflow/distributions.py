@@ -57,18 +57,27 @@ class BaseDistribution(nn.Module):
         """Log density of ``z (*B, *event)``: shape ``(*B)``."""
         raise NotImplementedError
 
-    def rsample(self, shape: ShapeLike, context: Tensor | None = None) -> Tensor:
-        """Reparameterized draws of shape ``(*shape, *event)``."""
+    def rsample(
+        self, shape: ShapeLike, context: Tensor | None = None, temperature: float = 1.0
+    ) -> Tensor:
+        """Reparameterized draws of shape ``(*shape, *event)``.
+
+        ``temperature`` scales the standard noise the draw is made from (``T·ε``,
+        ``ε ~ N(0, I)``): the spread around the mean, as in Glow's reduced-temperature samples.
+        """
         raise NotImplementedError
 
-    def sample(self, shape: ShapeLike, context: Tensor | None = None) -> Tensor:
-        """Draws of shape ``(*shape, *event)``, without gradient."""
+    def sample(
+        self, shape: ShapeLike, context: Tensor | None = None, temperature: float = 1.0
+    ) -> Tensor:
+        """Draws of shape ``(*shape, *event)``, without gradient (``temperature``: see rsample)."""
         with torch.no_grad():
-            return self.rsample(shape, context)
+            return self.rsample(shape, context, temperature)
 
-    def _noise(self, shape: ShapeLike) -> Tensor:
+    def _noise(self, shape: ShapeLike, temperature: float = 1.0) -> Tensor:
         full = as_shape(shape) + self.event_shape
-        return torch.randn(full, dtype=self._anchor.dtype, device=self._anchor.device)
+        noise = torch.randn(full, dtype=self._anchor.dtype, device=self._anchor.device)
+        return noise if temperature == 1.0 else noise * temperature
 
 
 class StandardNormal(BaseDistribution):
@@ -93,8 +102,10 @@ class StandardNormal(BaseDistribution):
         square = z.square().sum(dim=tuple(range(-n, 0))) if n else z.square()
         return -0.5 * (square + self.event_shape.numel() * _LOG_2PI)
 
-    def rsample(self, shape: ShapeLike, context: Tensor | None = None) -> Tensor:
-        return self._noise(shape)
+    def rsample(
+        self, shape: ShapeLike, context: Tensor | None = None, temperature: float = 1.0
+    ) -> Tensor:
+        return self._noise(shape, temperature)
 
 
 class DiagNormal(BaseDistribution):
@@ -113,8 +124,10 @@ class DiagNormal(BaseDistribution):
     def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         return _gaussian_log_density(z, self.loc, self.log_scale)
 
-    def rsample(self, shape: ShapeLike, context: Tensor | None = None) -> Tensor:
-        return torch.addcmul(self.loc, self._noise(shape), self.log_scale.exp())
+    def rsample(
+        self, shape: ShapeLike, context: Tensor | None = None, temperature: float = 1.0
+    ) -> Tensor:
+        return torch.addcmul(self.loc, self._noise(shape, temperature), self.log_scale.exp())
 
 
 class GaussianMixture(BaseDistribution):
@@ -142,18 +155,22 @@ class GaussianMixture(BaseDistribution):
         per_component = _gaussian_log_density(z.unsqueeze(-2), self.loc, self.log_scale)
         return torch.logsumexp(per_component + self.logits.log_softmax(-1), dim=-1)
 
-    def rsample(self, shape: ShapeLike, context: Tensor | None = None) -> Tensor:
+    def rsample(
+        self, shape: ShapeLike, context: Tensor | None = None, temperature: float = 1.0
+    ) -> Tensor:
         raise NotImplementedError(
             "GaussianMixture cannot be sampled with gradients (the component draw is discrete);"
             " use sample() instead"
         )
 
-    def sample(self, shape: ShapeLike, context: Tensor | None = None) -> Tensor:
+    def sample(
+        self, shape: ShapeLike, context: Tensor | None = None, temperature: float = 1.0
+    ) -> Tensor:
         with torch.no_grad():
             shape = as_shape(shape)
             k = torch.multinomial(self.logits.softmax(-1), max(shape.numel(), 1), True)
             k = k[: shape.numel()].reshape(shape)
-            return self.loc[k] + self.log_scale[k].exp() * self._noise(shape)
+            return self.loc[k] + self.log_scale[k].exp() * self._noise(shape, temperature)
 
 
 class ConditionalDiagNormal(BaseDistribution):
@@ -185,6 +202,8 @@ class ConditionalDiagNormal(BaseDistribution):
         loc, log_scale = self._params(context)
         return _gaussian_log_density(z, loc, log_scale)
 
-    def rsample(self, shape: ShapeLike, context: Tensor | None = None) -> Tensor:
+    def rsample(
+        self, shape: ShapeLike, context: Tensor | None = None, temperature: float = 1.0
+    ) -> Tensor:
         loc, log_scale = self._params(context)
-        return torch.addcmul(loc, self._noise(shape), log_scale.exp())
+        return torch.addcmul(loc, self._noise(shape, temperature), log_scale.exp())

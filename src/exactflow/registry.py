@@ -62,7 +62,7 @@ MAX_LAYERS = 10_000
 """Default largest number of layers (``transforms``) in a spec (``EXACTFLOW_MAX_LAYERS``)."""
 
 _SPEC_KEYS = {"name", "preset", "kwargs", "standardize"}
-_SIZES = ("features", "context", "transforms", "bins", "latent")
+_SIZES = ("features", "context", "transforms", "bins", "latent", "levels", "steps")
 
 _constructors: dict[str, Callable[..., nn.Module]] = {}
 
@@ -166,6 +166,25 @@ def _size(key: str, value: object) -> int:
     return int(value)
 
 
+def _image_estimate(shape: object, sizes: Mapping[str, int], widths: list[int]) -> int:
+    """Parameters of a multi-scale image preset, roughly: ``levels · steps`` conv nets.
+
+    Each net is taken at the widest level (``4C · 2^(levels-1)`` channels after the squeezes)
+    with 3x3 convolutions in and out and a 1x1 layer per hidden width in between (a lower
+    bound for residual blocks: a guard against specs far beyond the limit, not a count).
+    """
+    if not isinstance(shape, (list, tuple)) or not shape:
+        raise ValueError(f"spec kwargs['shape'] must be a list of sizes, got {shape!r}")
+    channels = _size("shape", shape[0])
+    for side in shape[1:]:
+        _size("shape", side)
+    levels, steps = sizes.get("levels", 1), sizes.get("steps", 1)
+    widest = 4 * channels * 2 ** max(min(levels, 64) - 1, 0)
+    hidden = max(widths, default=1)
+    net = 2 * 9 * widest * hidden + len(widths) * hidden * hidden
+    return levels * steps * net
+
+
 def check_size(kwargs: Mapping[str, Any]) -> None:
     """Refuse keywords that would build a model beyond the limits, before building it.
 
@@ -179,7 +198,8 @@ def check_size(kwargs: Mapping[str, Any]) -> None:
     hidden = kwargs.get("hidden")
     widths = [] if hidden is None else hidden if isinstance(hidden, (list, tuple)) else [hidden]
     widths = [_size("hidden", w) for w in widths]
-    layers, most = sizes.get("transforms", 1), limit("EXACTFLOW_MAX_LAYERS", MAX_LAYERS)
+    layers = max(sizes.get("transforms", 1), sizes.get("levels", 1) * sizes.get("steps", 1))
+    most = limit("EXACTFLOW_MAX_LAYERS", MAX_LAYERS)
     if layers > most:
         raise ValueError(
             f"the spec asks for {layers} transforms, over the limit of {most}; set"
@@ -188,6 +208,8 @@ def check_size(kwargs: Mapping[str, Any]) -> None:
     features = max(sizes.get("features", 1), sizes.get("latent", 0), 1)
     net = [features + sizes.get("context", 0), *widths, features * (3 * sizes.get("bins", 0) + 2)]
     estimate = layers * sum(a * b + b for a, b in itertools.pairwise(net))
+    if "shape" in kwargs:
+        estimate = max(estimate, _image_estimate(kwargs["shape"], sizes, widths))
     most = limit("EXACTFLOW_MAX_PARAMETERS", MAX_PARAMETERS)
     if estimate > most:
         raise ValueError(
@@ -252,6 +274,7 @@ for _preset in (
     flows.Planar,
     flows.Radial,
     flows.Sylvester,
+    flows.Glow,
     DenseVAE,
 ):
     register(_preset.__name__, _preset)

@@ -1,15 +1,23 @@
 """Presets: ready-made flows assembled from the transforms, one file per family.
 
-Every preset takes the same keywords: ``features`` (data width), ``context`` (context width,
+Every preset takes the same keywords: ``features`` (data width; image presets take
+``shape=(C, H, W)`` and ``levels``/``steps`` instead), ``context`` (context width,
 0 for none), ``transforms`` (number of steps), ``hidden`` (conditioner hidden widths) and
 ``validate`` (check inputs of direct calls), plus its own (``bins`` for splines, ...). Each
 returns an :class:`exactflow.Flow`.
 """
 
-from . import autoregressive, coupling, splines, variational
+from . import autoregressive, coupling, image, splines, variational
 from .autoregressive import *  # noqa: F403
 from .coupling import *  # noqa: F403
+from .image import *  # noqa: F403
 from .splines import *  # noqa: F403
 from .variational import *  # noqa: F403
 
-__all__ = [*coupling.__all__, *autoregressive.__all__, *splines.__all__, *variational.__all__]
+__all__ = [
+    *coupling.__all__,
+    *autoregressive.__all__,
+    *splines.__all__,
+    *variational.__all__,
+    *image.__all__,
+]

@@ -2,6 +2,9 @@
 
 * :class:`ConvNet` — a small convolutional ResNet; a context vector enters as extra input
   channels, constant over the image.
+* :class:`GlowNet` — Glow's coupling network: 3x3, 1x1 and 3x3 convolutions.
+* :func:`with_context` — an image batch with its context vector appended as constant channels,
+  flattened to the 4-D batch convolutions take.
 """
 
 from __future__ import annotations
@@ -11,7 +14,41 @@ from torch import Tensor, nn
 
 from .mlp import check_context
 
-__all__ = ["ConvNet"]
+__all__ = ["ConvNet", "GlowNet", "with_context"]
+
+
+def with_context(
+    name: str, x: Tensor, context: Tensor | None, width: int
+) -> tuple[Tensor, torch.Size]:
+    """``x (*, C, H, W)`` with ``context (*, width)`` appended as constant channels, as 4-D.
+
+    Returns the batch ``(N, C + width, H, W)`` (``N`` the product of the broadcast leading
+    dimensions) and those leading dimensions, to restore the output's shape with
+    ``out.reshape(*batch, *out.shape[-3:])``. ``width=0`` ignores ``context``.
+
+    Example:
+        >>> import torch
+        >>> h, batch = with_context("net", torch.zeros(2, 3, 1, 4, 4), torch.ones(3, 5), 5)
+        >>> h.shape, batch
+        (torch.Size([6, 6, 4, 4]), torch.Size([2, 3]))
+
+    """
+    if width:
+        c = check_context(name, width, context)
+        batch = torch.broadcast_shapes(x.shape[:-3], c.shape[:-1])
+        image = x.shape[-2:]
+        x = x.expand(*batch, *x.shape[-3:])
+        c = c[..., None, None].expand(*batch, width, *image)
+        x = torch.cat((x, c), dim=-3)
+    batch = x.shape[:-3]
+    return x.reshape(batch.numel(), *x.shape[-3:]), batch
+
+
+def _check_image(name: str, x: Tensor, channels: int) -> None:
+    if x.dim() < 3 or x.shape[-3] != channels:
+        raise ValueError(
+            f"{name}: expected input of shape (..., {channels}, H, W), got {tuple(x.shape)}"
+        )
 
 
 class _ConvBlock(nn.Module):
@@ -83,19 +120,55 @@ class ConvNet(nn.Module):
         self.output = nn.Conv2d(hidden, out_channels, 3, padding=1)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        if x.dim() < 3 or x.shape[-3] != self.in_channels:
-            raise ValueError(
-                f"ConvNet: expected input of shape (..., {self.in_channels}, H, W), got"
-                f" {tuple(x.shape)}"
-            )
-        if self.context:
-            c = check_context("ConvNet", self.context, context)
-            batch = torch.broadcast_shapes(x.shape[:-3], c.shape[:-1])
-            image = x.shape[-2:]
-            x = x.expand(*batch, *x.shape[-3:])
-            c = c[..., None, None].expand(*batch, self.context, *image)
-            x = torch.cat((x, c), dim=-3)
-        batch = x.shape[:-3]
-        h = x.reshape(batch.numel(), *x.shape[-3:])  # (N, C_in + C, H, W)
+        _check_image("ConvNet", x, self.in_channels)
+        h, batch = with_context("ConvNet", x, context, self.context)
         out = self.output(self.activation(self.blocks(self.input(h))))
+        return out.reshape(*batch, *out.shape[-3:])
+
+
+class GlowNet(nn.Module):
+    """Glow's coupling network ``(C_in, H, W) -> (C_out, H, W)``: 3x3, 1x1, 3x3 convolutions.
+
+    ``conv3x3 → ReLU → conv1x1 → ReLU → conv3x3`` with ``hidden`` channels in between
+    (Kingma & Dhariwal 2018); a context vector enters as ``C`` constant input channels. Its
+    output layer is ``self.output`` (for :func:`~exactflow.nn.zero_output`).
+
+    Args:
+        in_channels: Input channels ``C_in``.
+        out_channels: Output channels ``C_out``.
+        hidden: Channels of the two hidden layers.
+        context: Width ``C`` of the context vector (0: none).
+
+    Shapes: ``x (*, C_in, H, W)``, ``context (*, C)`` ``-> (*, C_out, H, W)``.
+
+    Example:
+        >>> import torch, exactflow as ef
+        >>> net = ef.nn.GlowNet(2, 4, hidden=16, context=3)
+        >>> net(torch.randn(5, 2, 8, 8), torch.randn(5, 3)).shape
+        torch.Size([5, 4, 8, 8])
+
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, hidden: int = 512, context: int = 0):
+        super().__init__()
+        if in_channels < 1 or out_channels < 1 or hidden < 1 or context < 0:
+            raise ValueError(
+                "GlowNet: in_channels, out_channels and hidden must be >= 1 and context >= 0, got"
+                f" {in_channels}, {out_channels}, {hidden} and {context}"
+            )
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.context = context
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels + context, hidden, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 1),
+            nn.ReLU(),
+        )
+        self.output = nn.Conv2d(hidden, out_channels, 3, padding=1)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        _check_image("GlowNet", x, self.in_channels)
+        h, batch = with_context("GlowNet", x, context, self.context)
+        out = self.output(self.net(h))
         return out.reshape(*batch, *out.shape[-3:])

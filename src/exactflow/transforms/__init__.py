@@ -5,6 +5,7 @@ from . import (
     base,
     coupling,
     elementwise,
+    image,
     linear,
     normalization,
     shape,
@@ -16,6 +17,7 @@ from .autoregressive import *  # noqa: F403
 from .base import *  # noqa: F403
 from .coupling import *  # noqa: F403
 from .elementwise import *  # noqa: F403
+from .image import *  # noqa: F403
 from .linear import *  # noqa: F403
 from .normalization import *  # noqa: F403
 from .shape import *  # noqa: F403
@@ -26,6 +28,7 @@ from .variational import *  # noqa: F403
 __all__ = [
     *base.__all__,
     *shape.__all__,
+    *image.__all__,
     *elementwise.__all__,
     *linear.__all__,
     *normalization.__all__,
