@@ -95,6 +95,14 @@ def _event_shape(
     return event
 
 
+def _span(index: Tensor) -> tuple[int, int] | None:
+    """``(start, stop)`` when ``index`` is the range ``start, start + 1, ..., stop - 1``."""
+    if len(index) == 0:
+        return None
+    start, stop = int(index[0]), int(index[-1]) + 1
+    return (start, stop) if stop - start == len(index) and bool((index.diff() == 1).all()) else None
+
+
 class Coupling(Transform):
     """Coupling layer with any elementwise map, any mask and any conditioner network.
 
@@ -210,6 +218,9 @@ class Coupling(Transform):
         # Derived from the mask like the two above, but not saved: v1 files hold only those.
         self.register_buffer("identity_rows", (~rows).nonzero().flatten(), persistent=False)
         self.register_buffer("keep", (~transformed).float(), persistent=False)
+        # Contiguous parts (the "half" and "channel" masks) are sliced instead of gathered.
+        self._span = _span(self.transformed_index)
+        self._kept_rows = _span(self.identity_rows) if self.split else None
 
     def _default(self, n_in: int, n_out: int, hidden: tuple[int, ...], residual: bool) -> nn.Module:
         event = tuple(self.event_shape)
@@ -232,7 +243,10 @@ class Coupling(Transform):
             if out.dim() < 1 or out.shape[-1] != self._rows * p:
                 self._wrong_output(out, (self._rows * p,))
             return out.unflatten(-1, (self._rows, p))
-        kept = x.index_select(-n, self.identity_rows) if self.split else x * self.keep
+        if self._kept_rows is not None:
+            kept = x.narrow(-n, self._kept_rows[0], self._kept_rows[1] - self._kept_rows[0])
+        else:
+            kept = x.index_select(-n, self.identity_rows) if self.split else x * self.keep
         out = self.net(kept, context)
         expected = (self._rows * p, *self.event_shape[1:])
         if out.dim() < n or tuple(out.shape[out.dim() - n :]) != expected:
@@ -251,12 +265,19 @@ class Coupling(Transform):
     def _couple(self, x: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
         params = self._params(x, context)
         flat = x if self.event_ndim == 1 else x.flatten(x.dim() - self.event_ndim)  # (*, N)
-        part = flat.index_select(-1, self.transformed_index)
+        span = self._span
+        if span is not None:
+            part = flat[..., span[0] : span[1]]
+        else:
+            part = flat.index_select(-1, self.transformed_index)
         step = self.map.inverse if inverse else self.map.forward
         new, log_slope = step(part, params)
         if new.shape[:-1] != flat.shape[:-1]:  # a context with more batch dimensions than x
             flat = flat.expand(*new.shape[:-1], flat.shape[-1])
-        out = flat.index_copy(-1, self.transformed_index, new)
+        if span is not None:
+            out = torch.cat((flat[..., : span[0]], new, flat[..., span[1] :]), dim=-1)
+        else:
+            out = flat.index_copy(-1, self.transformed_index, new)
         if self.event_ndim > 1:
             out = out.unflatten(-1, self.event_shape)
         return out, log_slope.sum(-1)
