@@ -111,9 +111,7 @@ def test_temperature_must_be_positive_and_finite(bad: float) -> None:
 
 def test_class_conditional_glow_samples_follow_the_label() -> None:
     torch.manual_seed(0)
-    flow = ef.flows.Glow(
-        shape=(1, 4, 4), levels=1, steps=1, hidden=4, context=3, preprocess=None
-    )
+    flow = ef.flows.Glow(shape=(1, 4, 4), levels=1, steps=1, hidden=4, context=3, preprocess=None)
     with torch.no_grad():  # give each class its own prior mean
         flow.base.net[-1].weight.copy_(torch.randn_like(flow.base.net[-1].weight))
     labels = torch.nn.functional.one_hot(torch.tensor([0, 2]), 3).float()
@@ -150,3 +148,41 @@ def test_memory_saving_flag_is_recorded() -> None:
     x = torch.rand(3, 1, 4, 4)
     torch.testing.assert_close(flow.log_prob(x), plain.log_prob(x))
     assert flow.config["memory_saving"] is True
+
+
+def test_an_interrupted_glow_run_resumes_to_the_same_weights(tmp_path) -> None:
+    from exactflow.objectives import NLL
+    from exactflow.train import TrainConfig, fit
+
+    from tinyflow import Interrupt, interrupt_at
+
+    digits = ef.data.load_digits(image=True, dequantize_pixels=False)
+    pixels = (digits.train[:192] * 17).round()
+    val = (pixels[:64] + 0.5) / 17
+
+    def dequantize(k: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        return (k + torch.rand(k.shape, generator=g)) / 17
+
+    source = ef.data.Batches(pixels, 64, seed=1, transform=dequantize)
+
+    def make(seed: int) -> ef.Flow:
+        torch.manual_seed(seed)
+        return ef.flows.Glow(shape=(1, 8, 8), levels=2, steps=1, hidden=8)
+
+    def settings(out: str) -> TrainConfig:
+        return TrainConfig(epochs=3, batch_size=64, lr=1e-3, checkpoint_every=2, patience=None,
+                           tensorboard=False, out=out)  # fmt: skip
+
+    reference = fit(make(0), NLL(), source, settings(str(tmp_path / "a")), val=val, progress=False)
+    flow = make(0)
+    handle = interrupt_at(flow.transform, 5)  # after the step-4 checkpoint
+    with pytest.raises(Interrupt):
+        fit(flow, NLL(), source, settings(str(tmp_path / "b")), val=val, progress=False)
+    handle.remove()
+    fresh = make(7)  # other weights, ActNorm not initialized: all of it comes from the file
+    assert not any(bool(m.initialized) for m in fresh.modules() if isinstance(m, T.ActNorm))
+    resumed = fit(fresh, NLL(), source, settings(str(tmp_path / "b")), val=val, resume=True,
+                  progress=False)  # fmt: skip
+    for key, value in reference.flow.state_dict().items():
+        assert torch.equal(value, resumed.flow.state_dict()[key]), key
+    assert [r["val_nll"] for r in resumed.history] == [r["val_nll"] for r in reference.history]
