@@ -24,6 +24,7 @@ FAMILIES = (
     "splines",
     "coupling",
     "autoregressive",
+    "recompute",
     "presets",
     "image",
 )

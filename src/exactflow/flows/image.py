@@ -29,6 +29,7 @@ from ..transforms import (
     InvertibleConv1x1,
     Logit,
     RationalQuadraticSpline,
+    Recompute,
     Squeeze,
     Transform,
 )
@@ -91,32 +92,31 @@ def nest_levels(
     split_shapes: list[torch.Size],
     prior: bool,
     context: int,
-    wrap: Callable[[list[Transform]], Transform] | None = None,
+    wrap: Callable[[list[Transform]], Transform],
 ) -> list[Transform]:
     """The steps of a multi-scale flow from its levels' blocks, inner levels nested.
 
     ``blocks[l]`` runs from level ``l``'s input to its split point, where the event has shape
     ``split_shapes[l]``; every level but the last ends in a
     :class:`~exactflow.transforms.FactorOut` whose ``inner`` is the next levels, and the last
-    in a :class:`~exactflow.transforms.Flatten`. ``wrap`` (e.g. ``Recompute`` of a
-    ``Compose``) is applied to each block's own steps.
+    in a :class:`~exactflow.transforms.Flatten`. ``wrap`` turns each block's own steps into one
+    transform (a ``Compose``, or a ``Recompute`` of one).
     """
-
-    def own(block: list[Transform]) -> list[Transform]:
-        return [wrap(block)] if wrap is not None else list(block)
-
-    chain = [*own(blocks[-1]), Flatten(split_shapes[-1])]
+    chain = [wrap(blocks[-1]), Flatten(split_shapes[-1])]
     for level in reversed(range(len(blocks) - 1)):
         inner = Compose(chain)
-        chain = [*own(blocks[level]), FactorOut(split_shapes[level], inner, prior, context)]
+        chain = [wrap(blocks[level]), FactorOut(split_shapes[level], inner, prior, context)]
     return chain
 
 
-def _memory_wrap(memory_saving: bool) -> Callable[[list[Transform]], Transform] | None:
-    if not memory_saving:
-        return None
-    from ..transforms import Recompute
+def _memory_wrap(memory_saving: bool) -> Callable[[list[Transform]], Transform]:
+    """Each level's own steps as one ``Compose``, recomputed in the backward pass if asked.
 
+    :class:`~exactflow.transforms.Recompute` saves the weights under the wrapped transform's
+    names, so a flow trained with ``memory_saving=True`` loads into one without, and back.
+    """
+    if not memory_saving:
+        return Compose
     return lambda block: Recompute(Compose(block))
 
 

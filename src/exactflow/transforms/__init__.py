@@ -8,6 +8,7 @@ from . import (
     image,
     linear,
     normalization,
+    recompute,
     shape,
     splines,
     sylvester,
@@ -20,6 +21,7 @@ from .elementwise import *  # noqa: F403
 from .image import *  # noqa: F403
 from .linear import *  # noqa: F403
 from .normalization import *  # noqa: F403
+from .recompute import *  # noqa: F403
 from .shape import *  # noqa: F403
 from .splines import *  # noqa: F403
 from .sylvester import *  # noqa: F403
@@ -32,6 +34,7 @@ __all__ = [
     *elementwise.__all__,
     *linear.__all__,
     *normalization.__all__,
+    *recompute.__all__,
     *variational.__all__,
     *sylvester.__all__,
     *splines.__all__,
