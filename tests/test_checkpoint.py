@@ -272,7 +272,18 @@ def test_mismatched_architecture_leaves_the_flow_untouched(tmp_path: Path) -> No
 
 
 # Small keywords of the registered models that do not take features=/transforms=.
-SMALL = {"Glow": {"shape": [1, 4, 4], "levels": 1, "steps": 1, "hidden": 4}}
+SMALL = {
+    "Glow": {"shape": [1, 4, 4], "levels": 1, "steps": 1, "hidden": 4},
+    "Dequantized": {
+        "flow": "MAF",
+        "flow_features": 3,
+        "flow_transforms": 2,
+        "levels": 2,
+        "dequantizer": "variational",
+        "steps": 1,
+        "hidden": 4,
+    },
+}
 
 
 @pytest.mark.parametrize("name", ef.registry.names())

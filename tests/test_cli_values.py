@@ -158,8 +158,8 @@ def test_ctrl_c_at_any_moment_is_one_line(tmp_path: Path, delay: float) -> None:
 def test_a_failed_certificate_is_loud(base_run: Path, capsys, monkeypatch) -> None:
     real = exactflow.metrics.evaluate
 
-    def broken_flow(flow, dataset, split="test"):
-        report = real(flow, dataset, split)
+    def broken_flow(flow, dataset, split="test", **options):
+        report = real(flow, dataset, split, **options)
         report["certificate"].update(passed=False, ladj_error=0.25)
         return report
 

@@ -26,6 +26,13 @@ def _bounded(t: T.Transform) -> bool:
     return isinstance(t.domain, OpenInterval) or t.domain is constraints.unit_interval
 
 
+def _box(t: T.Transform) -> tuple[float, float]:
+    """The interval a bounded transform's domain spans in every coordinate."""
+    if isinstance(t.domain, OpenInterval):
+        return t.domain.lower, t.domain.upper
+    return 0.0, 1.0
+
+
 def _grid(lo: float, hi: float, n: int) -> tuple[torch.Tensor, float]:
     """Midpoints of an ``n × n`` grid on ``[lo, hi]²`` and the area of one cell."""
     h = (hi - lo) / n
@@ -45,7 +52,7 @@ def _integral(flow: ef.Flow, lo: float, hi: float, n: int = 1000) -> float:
 def test_density_integrates_to_one(case: Case) -> None:
     t = build(case)
     flow = ef.Flow(t, D.StandardNormal(2)).double()
-    lo, hi = (0.0, 1.0) if _bounded(t) else (-12.0, 12.0)
+    lo, hi = _box(t) if _bounded(t) else (-12.0, 12.0)
     assert abs(_integral(flow, lo, hi) - 1.0) < 1e-3
 
 
@@ -89,8 +96,9 @@ def test_sample_moments_match_importance_weights(case: Case) -> None:
     n = 40_000
     x = flow.sample((n,))
     if _bounded(t):
+        lo, hi = _box(t)
         proposal = torch.distributions.Independent(
-            torch.distributions.Uniform(torch.zeros(2, dtype=torch.float64), 1.0), 1
+            torch.distributions.Uniform(torch.full((2,), lo, dtype=torch.float64), hi), 1
         )
     else:
         cov = torch.cov(x.T) * 4 + 1e-3 * torch.eye(2, dtype=torch.float64)

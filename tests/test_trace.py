@@ -13,25 +13,42 @@ import torch
 import exactflow as ef
 
 FEATURES = 3
+IMAGE = (1, 4, 4)
 # Small conditioners keep the suite fast; every other argument is the preset's default.
 SMALL: dict[str, dict] = {
     name: dict(hidden=(8,)) for name in ("NICE", "RealNVP", "MAF", "IAF", "NSF")
 }
-NAMES = list(ef.flows.__all__)
+# Image presets: (class name, keywords) of small multi-scale flows on 1x4x4 images.
+IMAGES: dict[str, tuple[str, dict]] = {
+    "Glow": ("Glow", dict(shape=IMAGE, levels=1, steps=1, hidden=4)),
+    "RealNVP-image": ("RealNVP", dict(shape=IMAGE, levels=1, steps=1, hidden=(4,))),
+}
+NAMES = [*(n for n in ef.flows.__all__ if n != "Glow"), *IMAGES]
 
 
 def _flow(name: str, context: int = 0) -> ef.Flow:
     torch.manual_seed(0)
-    kwargs = dict(features=FEATURES, context=context, transforms=1, **SMALL.get(name, {}))
-    flow = getattr(ef.flows, name)(**kwargs)
+    if name in IMAGES:
+        preset, kwargs = IMAGES[name]
+        flow = getattr(ef.flows, preset)(context=context, **kwargs)
+    else:
+        kwargs = dict(features=FEATURES, context=context, transforms=1, **SMALL.get(name, {}))
+        flow = getattr(ef.flows, name)(**kwargs)
     with torch.no_grad():  # move away from the identity start
         for p in flow.parameters():
             p.add_(0.1 * torch.randn_like(p))
     return flow.eval()
 
 
-def _x(n: int = 4) -> torch.Tensor:
-    return torch.randn(n, FEATURES, generator=torch.Generator().manual_seed(1))
+def _event(name: str) -> tuple[int, ...]:
+    return IMAGE if name in IMAGES else (FEATURES,)
+
+
+def _x(name: str, n: int = 4) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    if name in IMAGES:  # pixels inside (0, 1), the logit's domain
+        return 0.05 + 0.9 * torch.rand(n, *IMAGE, generator=g)
+    return torch.randn(n, FEATURES, generator=g)
 
 
 class _LogProb(torch.nn.Module):
@@ -47,7 +64,7 @@ class _LogProb(torch.nn.Module):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_vmap_log_prob_and_grad(name: str) -> None:
-    flow, x = _flow(name), _x()
+    flow, x = _flow(name), _x(name)
     assert flow.validate
     eager = flow.log_prob(x)
     torch.testing.assert_close(torch.func.vmap(flow.log_prob)(x), eager)
@@ -59,7 +76,7 @@ def test_vmap_log_prob_and_grad(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_export_log_prob(name: str) -> None:
-    flow, x = _flow(name), _x()
+    flow, x = _flow(name), _x(name)
     exported = torch.export.export(_LogProb(flow), (x,))
     torch.testing.assert_close(exported.module()(x), flow.log_prob(x))
 
@@ -68,7 +85,7 @@ def test_export_log_prob(name: str) -> None:
 def test_compile_fullgraph_log_prob(name: str) -> None:
     # aot_eager traces the whole graph (dynamo + autograd) without generating kernels, which
     # tests/test_compile.py covers once with inductor.
-    flow, x = _flow(name), _x()
+    flow, x = _flow(name), _x(name)
     # One Flow.log_prob code object serves every flow: each new flow is a recompile of it, and
     # a long session would hit dynamo's recompile limit. Start from a clean cache.
     torch.compiler.reset()
@@ -82,7 +99,7 @@ def test_vmap_conditional_sampling(name: str) -> None:
     contexts = torch.randn(5, 2)
     draw = torch.func.vmap(lambda c: flow.sample((3,), c), randomness="different")
     samples = draw(contexts)
-    assert samples.shape == (5, 3, FEATURES)
+    assert samples.shape == (5, 3, *_event(name))
     assert torch.isfinite(samples).all()
     # Same randomness for every context: each row is what a direct call draws.
     same = torch.func.vmap(lambda c: flow.sample((3,), c), randomness="same")
@@ -94,18 +111,18 @@ def test_vmap_conditional_sampling(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_empty_sample_shape(name: str) -> None:
-    assert _flow(name).sample((0,)).shape == (0, FEATURES)
+    assert _flow(name).sample((0,)).shape == (0, *_event(name))
     conditional = _flow(name, context=2)
-    assert conditional.sample((0,), torch.randn(2)).shape == (0, FEATURES)
-    assert conditional.sample((2,), torch.randn(0, 2)).shape == (2, 0, FEATURES)
+    assert conditional.sample((0,), torch.randn(2)).shape == (0, *_event(name))
+    assert conditional.sample((2,), torch.randn(0, 2)).shape == (2, 0, *_event(name))
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_unconditional_distribution_expands(name: str) -> None:
     flow = _flow(name)
     dist = flow().expand((4,))
-    assert dist.batch_shape == (4,) and dist.event_shape == (FEATURES,)
+    assert dist.batch_shape == (4,) and dist.event_shape == _event(name)
     samples = dist.sample((2,))
-    assert samples.shape == (2, 4, FEATURES)
+    assert samples.shape == (2, 4, *_event(name))
     assert dist.log_prob(samples).shape == (2, 4)
-    assert dist.log_prob(_x(1)[0]).shape == (4,)
+    assert dist.log_prob(_x(name, 1)[0]).shape == (4,)

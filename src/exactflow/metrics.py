@@ -278,8 +278,13 @@ def evaluate(
     split: str = "test",
     batch_size: int = 4096,
     points: int = 8,
+    *,
+    context: Tensor | None = None,
 ) -> dict[str, Any]:
     """The figures of a flow on a data set split, as strict-JSON values.
+
+    ``context`` ``(N, C)``: the contexts of the split's rows, for a conditional flow (e.g. the
+    one-hot labels, :meth:`exactflow.data.Dataset.contexts`).
 
     Returns:
         ``split``, ``points``, ``nll``, ``nll_stderr``; ``bits_per_dim`` for quantized data
@@ -301,7 +306,7 @@ def evaluate(
     """
     _check_flow(flow, "evaluate")
     x = _split(dataset, split)
-    mean, stderr = nll(flow, x, batch_size=batch_size)
+    mean, stderr = nll(flow, x, context, batch_size=batch_size)
     report: dict[str, Any] = {
         "split": split,
         "points": len(x),
@@ -318,7 +323,7 @@ def evaluate(
         report["entropy_error"] = entropy.error
         report["entropy_method"] = entropy.method
         report["kl_gap"] = _finite(mean - entropy.value)
-    report["certificate"] = certificate(flow, x, points=points)
+    report["certificate"] = certificate(flow, x, context, points=points)
     return report
 
 

@@ -3,7 +3,8 @@
 A model's **spec** is ``{"name": <registered name>, "kwargs": model.config}``: the registered
 constructor called with those keyword arguments rebuilds it (freshly initialized; a checkpoint
 then loads its weights). Every preset of :mod:`exactflow.flows` is registered under its class
-name, and so is :class:`~exactflow.models.DenseVAE`; users add their own classes with
+name, and so are :class:`~exactflow.models.DenseVAE` and
+:class:`~exactflow.models.Dequantized`; users add their own classes with
 :func:`register`. An optional ``"standardize": true`` prepends a frozen standardization
 (:meth:`exactflow.data.Standardize.prepend`) whose statistics come with the checkpoint's
 weights. Specs of exactflow 0.1 (``"preset"`` instead of ``"name"``) still build.
@@ -41,7 +42,7 @@ from torch import nn
 from . import flows
 from .data import Standardize
 from .flow import Flow
-from .models import DenseVAE
+from .models import DenseVAE, Dequantized
 
 __all__ = [
     "MAX_LAYERS",
@@ -65,6 +66,7 @@ _SPEC_KEYS = {"name", "preset", "kwargs", "standardize"}
 _SIZES = ("features", "context", "transforms", "bins", "latent", "levels", "steps")
 
 _constructors: dict[str, Callable[..., nn.Module]] = {}
+_MISSING = object()
 
 
 def register(name: str, constructor: Callable[..., nn.Module], *, replace: bool = False) -> None:
@@ -119,12 +121,16 @@ def names() -> list[str]:
 def spec_of(model: nn.Module) -> dict[str, Any] | None:
     """``{"name": ..., "kwargs": model.config}`` for a model of a registered class, else None.
 
-    ``None`` means the model cannot be rebuilt by name (a hand-built :class:`~exactflow.Flow`):
-    its checkpoints load only into a model passed to :func:`exactflow.checkpoint.load`.
+    ``None`` means the model cannot be rebuilt by name (a hand-built :class:`~exactflow.Flow`,
+    or an instance of a registered class whose ``config`` is ``None`` because it holds a
+    hand-built part): its checkpoints load only into a model passed to
+    :func:`exactflow.checkpoint.load`.
     """
     for name, constructor in _constructors.items():
         if type(model) is constructor:
-            config = getattr(model, "config", None)
+            config = getattr(model, "config", _MISSING)
+            if config is None:
+                return None
             if not isinstance(config, Mapping):
                 raise ValueError(
                     f"{type(model).__name__} is registered as {name!r} but its instance has no"
@@ -276,5 +282,6 @@ for _preset in (
     flows.Sylvester,
     flows.Glow,
     DenseVAE,
+    Dequantized,
 ):
     register(_preset.__name__, _preset)

@@ -17,18 +17,23 @@ import math
 import re
 
 __all__ = [
+    "COUPLINGS",
     "MAX_SEED",
     "add_allow_pickle",
     "add_data_arguments",
     "count",
+    "coupling",
     "hidden",
     "nonnegative",
     "out_folder",
     "seed",
+    "temperature",
 ]
 
 # Seeds reach torch.manual_seed and numpy's generators: keep them in the range every one takes.
 MAX_SEED = 2**63 - 1
+#: The coupling maps of the image flows (``--coupling``).
+COUPLINGS = ("affine", "additive", "spline")
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
 
@@ -84,6 +89,25 @@ def hidden(text: str) -> list[int]:
     return widths
 
 
+def coupling(text: str) -> str:
+    """The coupling map of an image flow: ``affine``, ``additive`` or ``spline``."""
+    value = text.strip().lower()
+    if value not in COUPLINGS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(COUPLINGS)}, got {text!r}")
+    return value
+
+
+def temperature(text: str) -> float:
+    """A sampling temperature: a positive finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def out_folder(text: str) -> str:
     """A run folder: any non-empty path (``''`` would mean the current directory)."""
     if not text.strip():
@@ -94,9 +118,21 @@ def out_folder(text: str) -> str:
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """The data options of ``fit`` (recorded in ``run.json``) and ``--allow-pickle``."""
     g = parser.add_argument_group("data")
-    g.add_argument("--n-train", type=nonnegative, help="training points (synthetic sets)")
-    g.add_argument("--n-val", type=nonnegative, help="validation points (synthetic sets)")
-    g.add_argument("--n-test", type=nonnegative, help="test points (synthetic sets)")
+    g.add_argument(
+        "--n-train",
+        type=nonnegative,
+        help="training points (synthetic sets; (fashion-)mnist: the first N training images)",
+    )
+    g.add_argument(
+        "--n-val",
+        type=nonnegative,
+        help="validation points (synthetic sets; (fashion-)mnist: the last N training images)",
+    )
+    g.add_argument(
+        "--n-test",
+        type=nonnegative,
+        help="test points (synthetic sets; (fashion-)mnist: the first N test images)",
+    )
     g.add_argument("--root", help="folder holding the benchmark or image files")
     g.add_argument("--columns", nargs="+", help="table columns to use, by name or 0-based index")
     header = g.add_mutually_exclusive_group()

@@ -1,8 +1,9 @@
 """Data for the commands: the options ``fit`` records, and loading a run's data again.
 
 Images are flattened to rows ``(N, C·H·W)`` for the vector presets; their shape is returned so the
-pictures can be drawn. A data file is recorded by its absolute path, so a run can be evaluated
-from any directory.
+pictures can be drawn. An image run (:func:`~exactflow.cli.runs.image_run`) keeps them as
+``(N, C, H, W)`` (:func:`load_images`). A data file is recorded by its absolute path, so a run can
+be evaluated from any directory.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ from typing import Any
 from .. import data
 from ..flow import DTYPES
 from .errors import CommandError
+from .runs import image_run
 
-__all__ = ["data_name", "data_options", "dataset_for", "load_data"]
+__all__ = ["IMAGE_DATA", "data_name", "data_options", "dataset_for", "load_data", "load_images"]
 
 # Data sets that are images only when asked (their pictures are drawn as images).
 IMAGES = ("digits", "binary-digits", "binary-fashion-mnist")
+#: Quantized images an image flow is fitted to (``--root`` reads any MNIST-format folder).
+IMAGE_DATA = ("digits", "mnist", "fashion-mnist")
 
 
 def _registered(name: str) -> bool:
@@ -111,15 +115,58 @@ def load_data(
     return rows, image_shape
 
 
+def load_images(
+    name: str, seed: int, options: dict[str, Any], dtype: str = "float32"
+) -> tuple[data.Dataset, data.Dataset]:
+    """Quantized images kept as ``(N, C, H, W)``: their values ``k/L``, and dequantized.
+
+    The second is what the loader gives by default (every split dequantized ``(k + u)/L`` with
+    its own seeded noise, :func:`exactflow.data.dequantized`): the validation and test splits an
+    image run is evaluated on. The first holds the integer pixels (as ``k/L``) that training
+    dequantizes afresh every batch.
+
+    Raises:
+        CommandError: ``name`` is not one of :data:`IMAGE_DATA`.
+
+    """
+    key = name.strip().lower().replace("_", "-")
+    if key not in IMAGE_DATA:
+        raise CommandError(
+            f"--data {name}: an image flow needs quantized images: one of"
+            f" {', '.join(IMAGE_DATA)} (any MNIST-format folder: --data mnist --root DIR)"
+        )
+    if dtype not in DTYPES:
+        raise CommandError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    options = {**options, "dequantize_pixels": False}
+    if key == "digits":
+        options["image"] = True
+    try:
+        pixels = data.load(key, seed=seed, dtype=DTYPES[dtype], **options)
+    except TypeError as e:
+        own = ("dequantize_pixels", "image")  # set here, not on the command line
+        given = ", ".join(f"--{k.replace('_', '-')}" for k in options if k not in own)
+        raise CommandError(
+            f"--data {name} does not take the options given ({given}): {e}"
+        ) from None
+    return pixels, data.dequantized(pixels, seed)
+
+
 def dataset_for(
     record: dict, override: str | None = None, allow_pickle: bool = False
 ) -> tuple[data.Dataset, list[int] | None]:
-    """The data of a (checked) run record, or the data set ``override`` with default options."""
+    """The data of a (checked) run record, or the data set ``override`` with default options.
+
+    An image run's data are images ``(N, C, H, W)``, dequantized (:func:`load_images`).
+    """
     source = record["data"]
     name = override or source["name"]
     options = source["options"] if override is None else {}
     dtype = record["train"].get("dtype", "float32")
-    ds, image_shape = load_data(name, source["seed"], options, allow_pickle, dtype)
+    if image_run(record):
+        ds = load_images(name, source["seed"], options, dtype)[1]
+        image_shape = list(ds.event_shape)
+    else:
+        ds, image_shape = load_data(name, source["seed"], options, allow_pickle, dtype)
     recorded = record.get("image_shape")
     if override is None and recorded is not None and image_shape != recorded:
         raise CommandError(

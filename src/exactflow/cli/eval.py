@@ -1,6 +1,9 @@
 """``exactflow eval``: the test figures of a run, printed and kept in ``RUN/eval.json``.
 
-A flow fitted to data: its exact test NLL, bits/dim, KL gap and exactness certificate. A VAE:
+A flow fitted to data: its exact test NLL, bits/dim, KL gap and exactness certificate. An image
+run's bits/dim are those of the dequantized test images on the original 0..L-1 scale,
+``(NLL + D log L)/(D log 2)`` (:func:`exactflow.data.bits_per_dim`); a class-conditional run is
+evaluated on each image's own label. A VAE:
 its test ELBO and the importance-sampling estimate of ``log p(x)`` with ``--k`` draws per point.
 A variational-inference run: the estimate of ``log Z``, the ELBO and ``KL(q‖p)``
 (``--target`` again for a ``module:function`` target).
@@ -12,7 +15,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .. import metrics
 from ..flow import DTYPES
 from . import arguments, targets, vae
 from .datasets import dataset_for
@@ -21,6 +23,7 @@ from .lock import RunLock
 from .report import (
     VI_SAMPLES,
     certificate_failure,
+    density_report,
     format_report,
     format_vi_report,
     vi_report,
@@ -82,7 +85,7 @@ def run(args: argparse.Namespace) -> None:
             report = vae.evaluate(fitted, ds, args.split, args.k or vae.EVAL_K)
             line = vae.format_report(ds.name, report)
         else:
-            report = metrics.evaluate(fitted, ds, args.split)
+            report = density_report(fitted, ds, args.split)
             line = format_report(ds.name, report)
     print(line, flush=True)
     if args.data is None and args.split == "test":  # eval.json holds the run's test numbers

@@ -1,7 +1,9 @@
 """``exactflow fit``: fit a flow by maximum likelihood, or a VAE by its bound, into a run folder.
 
 ``--model flow`` (the default) fits the ``--flow`` preset by maximum likelihood: its ``log p(x)``
-is exact. ``--model vae`` fits a VAE (:class:`exactflow.models.DenseVAE`, posterior
+is exact. ``--flow glow`` (and ``--flow realnvp --image``) fits an image flow to images kept as
+``(C, H, W)``, with fresh dequantization noise every batch (:mod:`exactflow.cli.image_runs`).
+``--model vae`` fits a VAE (:class:`exactflow.models.DenseVAE`, posterior
 ``--posterior``) by the ELBO or the IWAE bound (:mod:`exactflow.cli.vae`).
 
 A new run refuses a folder that already holds one unless ``--resume`` (continue it) or
@@ -21,15 +23,15 @@ from typing import Any
 
 import torch
 
-from .. import checkpoint, metrics, objectives, registry
+from .. import checkpoint, objectives, registry
 from ..data import Dataset
 from ..train import TrainConfig, fit
-from . import arguments, training, vae
-from .datasets import data_name, data_options, load_data
+from . import arguments, image_runs, training, vae
+from .datasets import data_name, data_options, load_data, load_images
 from .errors import CommandError, one_line
 from .figures import draw
-from .report import certificate_failure, format_report
-from .runs import kind
+from .report import certificate_failure, density_report, format_report
+from .runs import image_run, kind
 
 __all__ = ["add_parser", "run"]
 
@@ -60,7 +62,8 @@ TRAIN_FIXED = ("batch_size", "dtype", "optimizer", "schedule")
 CHANGEABLE = ("lr", "weight_decay", "clip_grad", "patience", "epochs", "steps",
               "checkpoint_every", "device", "compile")  # fmt: skip
 # Options of one kind of model only.
-ONLY_FLOW = ("flow", "bins", "bound", "permutation", "coupling", "no_standardize")
+ONLY_FLOW = ("flow", "bins", "bound", "permutation", "coupling", "no_standardize", "image",
+             *image_runs.IMAGE_ONLY)  # fmt: skip
 ONLY_VAE = ("posterior", "latent", "likelihood", "context", "kind", "objective", "k", "eval_k")
 
 
@@ -73,11 +76,17 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--data", help="data set name or table file (see 'list'; default moons)")
     p.add_argument("--flow", type=str.lower, help="flow preset (see 'list'; default nsf)")
     training.add_run_options(p)
-    training.add_flow_options(p.add_argument_group("flow"))
+    flow_options = p.add_argument_group("flow")
+    training.add_flow_options(flow_options)
+    image_runs.add_options(flow_options)
     vae.add_options(p)
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=arguments.count)
-    g.add_argument("--steps", type=arguments.count)
+    g.add_argument(
+        "--steps",
+        type=arguments.count,
+        help="optimizer steps, a limit of training (an image flow's steps per level: --transforms)",
+    )
     g.add_argument("--batch-size", type=arguments.count, help="default 256")
     training.add_training_options(g, patience="epochs without improvement (20; 0: off)")
     g.add_argument(
@@ -105,12 +114,16 @@ def _new_record(args: argparse.Namespace, out: Path) -> tuple[dict, TrainConfig]
     model = _given(args, "model")
     _refuse_other_kind(args, model)
     name = data_name(_given(args, "data"))
+    image = False
     if model == "flow":
         flow = _given(args, "flow")
         if flow not in training.presets():
             raise CommandError(
                 f"--flow {flow}: unknown; expected one of {sorted(training.presets())}"
             )
+        image = image_runs.wanted(args, flow)
+        if not image:
+            training.vector_coupling(args)
     epochs = args.epochs if args.epochs is not None or args.steps is not None else EPOCHS
     train = {key: _given(args, key) for key in (*TRAIN_FIXED, *CHANGEABLE) if key in DEFAULTS}
     for key in ("clip_grad", "patience"):  # 0 turns them off
@@ -120,7 +133,8 @@ def _new_record(args: argparse.Namespace, out: Path) -> tuple[dict, TrainConfig]
         steps=args.steps,
         checkpoint_every=args.checkpoint_every,
         seed=_given(args, "seed"),
-        standardize=model == "flow" and not _given(args, "no_standardize"),
+        # Images are never standardized: the image flows' logit needs [0, 1).
+        standardize=model == "flow" and not image and not _given(args, "no_standardize"),
         out=str(out.absolute()),
     )
     config = TrainConfig(**train)
@@ -135,6 +149,8 @@ def _new_record(args: argparse.Namespace, out: Path) -> tuple[dict, TrainConfig]
         record["objective"] = vae.objective_record(args)
     else:
         kwargs = {key: getattr(args, key) for key in FLOW_OPTIONS if getattr(args, key) is not None}
+        if image:  # filled in from the images once they are loaded
+            kwargs = {"shape": None}
         record["flow"] = {"name": training.presets()[_given(args, "flow")], "kwargs": kwargs}
     record["train"] = config.to_dict()
     return record, config
@@ -162,6 +178,10 @@ def _refuse_changes(args: argparse.Namespace, record: dict) -> None:
     }
     options = vae.OPTIONS if model == "vae" else FLOW_OPTIONS
     recorded.update({k: spec["kwargs"].get(k) for k in options})
+    if model == "flow":
+        recorded.update(dict.fromkeys(("image", *image_runs.IMAGE_ONLY)))
+    if image_run(record):
+        recorded.update(image_runs.recorded(spec))
     if model == "vae":
         recorded.update(objective=record["objective"]["name"], k=record["objective"].get("k"))
     else:
@@ -185,16 +205,13 @@ def run(args: argparse.Namespace) -> None:
         training.resume(out, lambda record: _resume(args, out, record))
         return
     record, config = _new_record(args, out)
-    ds, image_shape = load_data(
-        record["data"]["name"],
-        config.seed,
-        record["data"]["options"],
-        args.allow_pickle,
-        config.dtype,
-    )
-    record["image_shape"] = image_shape
     spec = record[_spec_key(record)]
-    spec["kwargs"] = {"features": ds.features, **spec["kwargs"]}
+    ds, pixels, image_shape = _load(record, args, config)
+    record["image_shape"] = image_shape
+    if pixels is not None:
+        spec["kwargs"] = image_runs.kwargs(args, _given(args, "flow"), ds)
+    else:
+        spec["kwargs"] = {"features": ds.features, **spec["kwargs"]}
     _check_splits(ds)
     try:
         model = _build(spec, config.seed)
@@ -204,7 +221,7 @@ def run(args: argparse.Namespace) -> None:
 
     def body(folder: Path, created: bool) -> None:
         staged = config if folder == out else training.config_in(config, folder)
-        _fit_into(model, folder, out, record, staged, ds, image_shape, args, created=created)
+        _fit_into(model, folder, out, record, staged, ds, pixels, args, created=created)
 
     training.start(out, args.overwrite, body)
 
@@ -213,9 +230,7 @@ def _resume(args: argparse.Namespace, out: Path, record: dict) -> None:
     _refuse_changes(args, record)
     config = training.resume_config(args, record, out, CHANGEABLE)
     record["train"] = config.to_dict()
-    source = record["data"]
-    ds, image_shape = load_data(source["name"], source["seed"], source["options"],
-                                args.allow_pickle, config.dtype)  # fmt: skip
+    ds, pixels, image_shape = _load(record, args, config)
     if image_shape != record["image_shape"]:
         raise CommandError(
             f"{out / 'run.json'}: image_shape {record['image_shape']} does not match the"
@@ -223,7 +238,22 @@ def _resume(args: argparse.Namespace, out: Path, record: dict) -> None:
         )
     _check_splits(ds)
     model = _build(record[_spec_key(record)], config.seed)
-    _fit_into(model, out, out, record, config, ds, image_shape, args, created=False, resume=True)
+    _fit_into(model, out, out, record, config, ds, pixels, args, created=False, resume=True)
+
+
+def _load(
+    record: dict, args: argparse.Namespace, config: TrainConfig
+) -> tuple[Dataset, Dataset | None, list[int] | None]:
+    """The run's data, its integer pixels (an image run's, as ``k/L``; else None), image shape."""
+    source = record["data"]
+    if image_run(record):
+        if args.allow_pickle:
+            raise CommandError("--allow-pickle applies to --data gas only")
+        pixels, ds = load_images(source["name"], source["seed"], source["options"], config.dtype)
+        return ds, pixels, list(ds.event_shape)
+    ds, image_shape = load_data(source["name"], source["seed"], source["options"],
+                                args.allow_pickle, config.dtype)  # fmt: skip
+    return ds, None, image_shape
 
 
 def _check_splits(ds: Dataset) -> None:
@@ -247,7 +277,7 @@ def _fit_into(
     record: dict,
     config: TrainConfig,
     ds: Dataset,
-    image_shape: list[int] | None,
+    pixels: Dataset | None,
     args: argparse.Namespace,
     *,
     created: bool,
@@ -256,10 +286,17 @@ def _fit_into(
     """Train in ``folder`` (``out`` itself, or its replacement); evaluate; draw."""
     is_vae = kind(record) == "vae"
     spec = record[_spec_key(record)]
-    print(f"fitting {spec['name']} to {ds.name} ({len(ds.train)} train points, {ds.features}-D)")
+    image_shape = record["image_shape"]
+    image = pixels is not None
+    points = "x".join(map(str, ds.event_shape)) + " images" if image else f"{ds.features}-D"
+    print(f"fitting {spec['name']} to {ds.name} ({len(ds.train)} train points, {points})")
+    val = ds.val
     if is_vae:
         objective = vae.objective(record["objective"])
         train_data = vae.training_data(record, ds, config)
+    elif image:  # fresh dequantization noise every batch
+        objective = objectives.NLL()
+        train_data, val = image_runs.training_data(spec, pixels, ds, config)
     else:
         objective, train_data = objectives.NLL(), ds.train
 
@@ -268,7 +305,7 @@ def _fit_into(
             model,
             objective,
             data=train_data,
-            val=ds.val,
+            val=val,
             config=config,
             spec=spec,
             resume=resume,
@@ -281,7 +318,7 @@ def _fit_into(
         report = vae.evaluate(best, ds, k=args.eval_k or vae.EVAL_K)
         line = vae.format_report(ds.name, report)
     else:
-        report = metrics.evaluate(best, ds)
+        report = density_report(best, ds)
         line = format_report(ds.name, report)
 
     def figures() -> list[Path]:

@@ -16,9 +16,17 @@ from typing import TYPE_CHECKING, Any
 from .. import metrics
 from .runs import EVAL_FILE, write_json
 
-__all__ = ["certificate_failure", "format_report", "format_vi_report", "vi_report", "write_report"]
+__all__ = [
+    "certificate_failure",
+    "density_report",
+    "format_report",
+    "format_vi_report",
+    "vi_report",
+    "write_report",
+]
 
 if TYPE_CHECKING:
+    from ..data import Dataset
     from ..flow import Flow
     from ..targets import Target
 
@@ -41,6 +49,20 @@ def _figures(certificate: dict[str, Any]) -> str:
         f" ladj vs autograd {_error(certificate.get('ladj_error'))}"
         f" on {certificate.get('points')} points"
     )
+
+
+def density_report(flow: Flow, ds: Dataset, split: str = "test") -> dict[str, Any]:
+    """:func:`exactflow.metrics.evaluate` of a split; a class-conditional flow gets its labels.
+
+    The contexts of a conditional flow (``flow.context > 0``) are the one-hot labels of the
+    split (:meth:`exactflow.data.Dataset.contexts`); bits/dim come with quantized data.
+    """
+    context = ds.contexts(split) if flow.context else None
+    if flow.context and context is None:
+        raise ValueError(
+            f"the flow is conditional on {flow.context} classes, but {ds.name} has no labels"
+        )
+    return metrics.evaluate(flow, ds, split, context=context)
 
 
 def certificate_failure(report: dict[str, Any]) -> str | None:

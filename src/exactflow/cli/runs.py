@@ -50,6 +50,7 @@ __all__ = [
     "RUN_FILES",
     "check_record",
     "holds_run",
+    "image_run",
     "kind",
     "load_model",
     "owned_by_a_run",
@@ -62,7 +63,8 @@ EVAL_FILE = "eval.json"
 LOCK_FILE = ".lock"
 RUN_FILES = (RUN_FILE, EVAL_FILE, "metrics.csv", "best.safetensors", "last.safetensors")
 FIGURES = ("density.png", "pairwise.png", "samples.png", "data.png", "training.png",
-           "target_vs_flow.png", "vae.png")  # fmt: skip
+           "target_vs_flow.png", "vae.png", "classes.png", "reconstructions.png",
+           "interpolations.png")  # fmt: skip
 
 MAX_RECORD_BYTES = 1 << 20
 MAX_TEXT = 4096
@@ -268,6 +270,21 @@ def kind(record: dict) -> str:
     return "vae" if "model" in record else "flow"
 
 
+def image_run(record: dict) -> bool:
+    """Whether a (checked) run fits an image flow to images kept as ``(C, H, W)``.
+
+    Such a run's flow takes ``shape=[C, H, W]`` (instead of ``features``); its data are
+    quantized images, trained on with fresh dequantization noise every batch
+    (:mod:`exactflow.cli.image_runs`).
+
+    Example:
+        >>> image_run({"data": {}, "flow": {"name": "Glow", "kwargs": {"shape": [1, 8, 8]}}})
+        True
+
+    """
+    return kind(record) == "flow" and "shape" in record["flow"]["kwargs"]
+
+
 def check_record(record: Any, path: object) -> dict:
     """Check a run record against the schema; return it with the model spec normalized.
 
@@ -322,7 +339,13 @@ def check_record(record: Any, path: object) -> dict:
     _expect(ok, path, "image_shape", expected, shape)
     _check_train(record["train"], path)
     spec = "model" if vae else "flow"
-    return {**record, spec: _check_flow(record[spec], path, spec), "image_shape": shape}
+    checked = _check_flow(record[spec], path, spec)
+    image = checked["kwargs"].get("shape")
+    if not vae and image is not None and image != shape:
+        raise CommandError(
+            f"{path}: flow.kwargs.shape {_show(image)} differs from image_shape {_show(shape)}"
+        )
+    return {**record, spec: checked, "image_shape": shape}
 
 
 def read_record(run: Path) -> dict:

@@ -2,6 +2,10 @@
 
 A flow's samples (a density run's, or the ``q`` of a variational-inference run, which needs no
 target to sample), or a VAE's ``x ~ p(x|z), z ~ p(z)`` (``--mean``: the decoder's means).
+
+``--temperature T`` scales a flow's base noise (``z ~ N(0, T²I)``; ``T < 1`` gives cleaner, less
+varied samples, as in Glow). A class-conditional image run (``fit --conditional``) draws the class
+``--class C``, or without it the classes in turn (``0, 1, …, K-1, 0, …``).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import torch
 from .. import plot
 from ..atomic import temporaries, write_atomic
 from ..models import LatentVariableModel
-from . import arguments
+from . import arguments, image_runs
 from .errors import CommandError
 from .runs import load_model, owned_by_a_run, read_record
 
@@ -37,6 +41,18 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--seed", type=arguments.seed, default=0)
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
     p.add_argument("--mean", action="store_true", help="VAE: the decoder's means, not draws")
+    p.add_argument(
+        "--temperature",
+        type=arguments.temperature,
+        default=1.0,
+        help="flows: scale of the base noise (default 1; 0.7 gives cleaner images)",
+    )
+    p.add_argument(
+        "--class",
+        dest="label",
+        type=arguments.nonnegative,
+        help="class-conditional runs: the class to draw (default: every class in turn)",
+    )
     p.add_argument(
         "--max-samples",
         type=arguments.count,
@@ -79,6 +95,16 @@ def run(args: argparse.Namespace) -> None:
     is_vae = isinstance(model, LatentVariableModel)
     if args.mean and not is_vae:
         raise CommandError("--mean applies to VAE runs only: a flow's samples are its draws")
+    if is_vae and args.temperature != 1.0:
+        raise CommandError("--temperature applies to flows only, not to a VAE run")
+    classes = 0 if is_vae else model.context
+    if args.label is not None and not classes:
+        raise CommandError(
+            "--class applies to class-conditional runs only (fit --conditional); this run's"
+            " model is not conditional"
+        )
+    if args.label is not None and args.label >= classes:
+        raise CommandError(f"--class {args.label}: the run's classes are 0..{classes - 1}")
     width = math.prod(model.event_shape) if is_vae else model.features
     if shape is not None and math.prod(shape) != width:
         raise CommandError(
@@ -87,10 +113,18 @@ def run(args: argparse.Namespace) -> None:
         )
     torch.manual_seed(args.seed)
     with torch.no_grad():
-        chunks = [
-            model.sample(m, mean=args.mean).flatten(1) if is_vae else model.sample((m,))
-            for m in (min(65536, args.n - i) for i in range(0, args.n, 65536))
-        ]
+        chunks = []
+        for start in range(0, args.n, 65536):
+            m = min(65536, args.n - start)
+            if is_vae:
+                chunks.append(model.sample(m, mean=args.mean).flatten(1))
+                continue
+            if classes:  # one context per draw: the batch shape is the draws'
+                context = image_runs.class_contexts(model, start, m, args.label)
+                drawn = model.sample((), context, args.temperature)
+            else:
+                drawn = model.sample((m,), temperature=args.temperature)
+            chunks.append(drawn.flatten(1))
     samples = torch.cat(chunks).double().numpy()
     for stale in temporaries(out):  # left by a killed sample writing the same file
         stale.unlink(missing_ok=True)

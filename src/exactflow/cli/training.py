@@ -47,6 +47,7 @@ __all__ = [
     "start",
     "train",
     "train_settings",
+    "vector_coupling",
 ]
 
 
@@ -85,11 +86,25 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 def add_flow_options(g: Any) -> None:
     """The sizes of a flow preset (recorded in ``run.json``; fixed on ``--resume``)."""
-    g.add_argument("--transforms", type=arguments.count, help="number of steps")
-    g.add_argument("--hidden", type=arguments.hidden, help="hidden widths, e.g. 64,64")
-    g.add_argument("--bins", type=arguments.count, help="spline bins (nsf)")
-    g.add_argument("--bound", type=float, help="spline tail bound (nsf)")
-    g.add_argument("--coupling", action="store_true", default=None, help="coupling layers")
+    g.add_argument(
+        "--transforms", type=arguments.count, help="number of steps (image flows: per level)"
+    )
+    g.add_argument(
+        "--hidden",
+        type=arguments.hidden,
+        help="hidden widths, e.g. 64,64 (glow: one channel count, e.g. 256)",
+    )
+    g.add_argument("--bins", type=arguments.count, help="spline bins (nsf; glow --coupling spline)")
+    g.add_argument("--bound", type=float, help="spline tail bound (nsf; glow --coupling spline)")
+    g.add_argument(
+        "--coupling",
+        nargs="?",
+        const=True,
+        default=None,
+        type=arguments.coupling,
+        metavar="{" + ",".join(arguments.COUPLINGS) + "}",
+        help="nsf: coupling layers (the flag alone); glow: the coupling map (default affine)",
+    )
     g.add_argument("--permutation", choices=("reverse", "random", "lu"), help="mixing")
 
 
@@ -110,6 +125,15 @@ def add_training_options(g: Any, patience: str) -> None:
     g.add_argument("--checkpoint-every", type=arguments.count, help="steps between checkpoints")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--no-plots", action="store_true", help="skip the figures")
+
+
+def vector_coupling(args: argparse.Namespace) -> None:
+    """Refuse ``--coupling MAP`` for a vector flow, whose ``--coupling`` is a flag."""
+    if isinstance(args.coupling, str):
+        raise CommandError(
+            f"--coupling {args.coupling} chooses the coupling map of an image flow (--flow glow);"
+            " for a vector flow (nsf) --coupling is a flag, given alone"
+        )
 
 
 def check_out(args: argparse.Namespace) -> Path:

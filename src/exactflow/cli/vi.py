@@ -112,6 +112,7 @@ def _new_record(args: argparse.Namespace, out: Path, target: Target) -> tuple[di
     flow = _given(args, "flow")
     if flow not in training.presets():
         raise CommandError(f"--flow {flow}: unknown; expected one of {sorted(training.presets())}")
+    training.vector_coupling(args)
     train = {key: _given(args, key) for key in (*TRAIN_FIXED, *CHANGEABLE)}
     for key in ("clip_grad", "patience"):  # 0 turns them off
         train[key] = train[key] or None

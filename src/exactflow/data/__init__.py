@@ -12,8 +12,12 @@
 * Binary images: :func:`intensities` (grey levels in ``[0, 1]``), :func:`binarized` (static
   Bernoulli binarization; ``load("binary-digits")``, ``load("binary-fashion-mnist")``) and
   :class:`DynamicBinarization` (a fresh binarization of every batch).
-* :class:`Standardize` (with its log-Jacobian), :func:`dequantize`, :func:`bits_per_dim`,
-  :func:`loader` (minibatches of in-memory tensors).
+* Quantized images: :func:`dequantize` (once), :class:`UniformDequantization` (fresh noise
+  every batch), :func:`integer_pixels` / :func:`dequantized` (the integer pixels of a loader's
+  ``dequantize_pixels=False`` splits, and their seeded dequantization), :func:`bits_per_dim`;
+  class labels (``Dataset.labels``, ``Dataset.contexts``) and :func:`one_hot`.
+* :class:`Standardize` (with its log-Jacobian), :func:`loader` (minibatches of in-memory
+  tensors).
 
 Every loader checks its options (type and range) and its files before using them, reads tables
 in float64 and converts to the requested ``dtype`` only after checking that the values fit it,
@@ -32,9 +36,10 @@ Example:
 
 from .binarize import DynamicBinarization, binarized, intensities
 from .catalog import from_density, list_datasets, load
-from .dataset import Dataset, split_rows
+from .dataset import Dataset, one_hot, split_rows
 from .density import Density, Entropy, grid_entropy, monte_carlo_entropy
-from .images import FASHION_MNIST_DIR, bits_per_dim, dequantize, load_digits, load_mnist, read_idx
+from .dequantization import UniformDequantization, dequantize, dequantized, integer_pixels
+from .images import FASHION_MNIST_DIR, bits_per_dim, load_digits, load_mnist, read_idx
 from .loader import Batches, BatchSource, epoch_generator, loader
 from .mixtures import GaussianMixtureDensity, eight_gaussians, gaussian_mixture
 from .standardize import Standardize
@@ -67,16 +72,19 @@ __all__ = [
     "RingsDensity",
     "Standardize",
     "Table",
+    "UniformDequantization",
     "binarized",
     "bits_per_dim",
     "checkerboard",
     "circles",
     "dequantize",
+    "dequantized",
     "eight_gaussians",
     "epoch_generator",
     "from_density",
     "gaussian_mixture",
     "grid_entropy",
+    "integer_pixels",
     "intensities",
     "list_datasets",
     "load",
@@ -91,6 +99,7 @@ __all__ = [
     "loader",
     "monte_carlo_entropy",
     "moons",
+    "one_hot",
     "pinwheel",
     "read_idx",
     "read_table",

@@ -72,18 +72,25 @@ def intensities(
         # load_digits gives k/17 exactly (float64): recover k, then rescale to [0, 1].
         scaled = load_digits(seed, dequantize_pixels=False, dtype=torch.float64)
         parts = [(t * 17).round() / 16 for t in scaled.splits().values()]
-        shape, where = (8, 8), "the bundled 8x8 UCI digits"
+        shape, where, labels = (8, 8), "the bundled 8x8 UCI digits", scaled.labels
     else:
         n_val = count(f"{name}: n_val", n_val, MIN_ROWS["val"])
-        folder, pixels = mnist_pixels(root, fashion=True, n_val=n_val)
+        folder, pixels, classes = mnist_pixels(root, fashion=True, n_val=n_val)
         parts = [torch.from_numpy(p.astype(np.float64)) / 255 for p in pixels]
         shape, where = tuple(pixels[0].shape[1:]), f"fashion-mnist from {folder}"
+        labels = (
+            None
+            if classes is None
+            else tuple(torch.from_numpy(y.astype(np.int64)) for y in classes)
+        )
     splits = [_frame(t.to(dtype), shape, image) for t in parts]
     return Dataset(
         name,
         "image" if image else "tabular",
         *splits,
         description=f"{where}, grey intensities in [0, 1]",
+        labels=labels,
+        classes=None if labels is None else 10,
     )
 
 
@@ -128,6 +135,8 @@ def binarized(
         *splits,
         levels=2,
         description=f"{grey.description}, statically binarized (seeded Bernoulli draws)",
+        labels=grey.labels,
+        classes=grey.classes,
     )
 
 

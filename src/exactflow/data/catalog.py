@@ -149,7 +149,7 @@ def _entries() -> dict[str, _Entry]:
         for name, (f, text) in toys.items()
     }
     entries["digits"] = _Entry(
-        "bundled 8x8 UCI digits: 64 features in [0,1), 17 levels, split 1257/270/270",
+        "bundled 8x8 UCI digits: 64 features in [0,1), 17 levels, labels, split 1257/270/270",
         load_digits,
         ("image", "dequantize_pixels", "dtype"),
     )
@@ -163,12 +163,13 @@ def _entries() -> dict[str, _Entry]:
     entries.update(
         {name: _Entry(text, f, ("root", "dtype"), seeded=False) for name, (f, text) in maf.items()}
     )
-    mnist = ("root", "n_val", "flatten", "dtype")
+    mnist = ("root", "n_val", "n_train", "n_test", "flatten", "dequantize_pixels", "dtype")
     entries["mnist"] = _Entry(
-        "MNIST IDX files, 1x28x28 in [0,1), 256 levels (root=)", load_mnist, mnist
+        "MNIST IDX files, 1x28x28 in [0,1), 256 levels, labels (root=)", load_mnist, mnist
     )
     entries["fashion-mnist"] = _Entry(
-        "Fashion-MNIST IDX files, 1x28x28 in [0,1) (root= or Debian dataset-fashion-mnist)",
+        "Fashion-MNIST IDX files, 1x28x28 in [0,1), labels (root=; apt-get install"
+        " dataset-fashion-mnist)",
         lambda **options: load_mnist(fashion=True, **options),
         mnist,
     )

@@ -20,6 +20,7 @@ __all__ = [
     "Dataset",
     "check_rows",
     "convert",
+    "one_hot",
     "split_locator",
     "split_rows",
     "stream_seed",
@@ -51,6 +52,9 @@ class Dataset:
             :func:`~exactflow.data.bits_per_dim` can report bits/dim on the original scale.
         feature_names: Column names, when the source had them.
         description: One line about the data and its preprocessing.
+        labels: Class labels of the train/validation/test rows, int64 ``(N,)`` each, in
+            ``0..classes-1``; None when the source has none.
+        classes: Number of classes (with ``labels``), else None.
 
     """
 
@@ -63,6 +67,8 @@ class Dataset:
     levels: int | None = None
     feature_names: tuple[str, ...] | None = None
     description: str = ""
+    labels: tuple[Tensor, Tensor, Tensor] | None = None
+    classes: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -85,6 +91,35 @@ class Dataset:
             raise ValueError(
                 f"Dataset {self.name!r}: image splits must be (N, C, H, W), got {shapes['train']}"
             )
+        self._check_labels()
+
+    def _check_labels(self) -> None:
+        if self.labels is None:
+            if self.classes is not None:
+                raise ValueError(
+                    f"Dataset {self.name!r}: classes={self.classes} needs labels, got None"
+                )
+            return
+        if isinstance(self.classes, bool) or not isinstance(self.classes, int) or self.classes < 1:
+            raise ValueError(
+                f"Dataset {self.name!r}: labels need classes, a positive int, got {self.classes!r}"
+            )
+        if not isinstance(self.labels, tuple) or len(self.labels) != 3:
+            raise TypeError(
+                f"Dataset {self.name!r}: labels must be a tuple of 3 tensors (train, val, test),"
+                f" got {type(self.labels).__name__}"
+            )
+        for (split, x), y in zip(self.splits().items(), self.labels, strict=True):
+            if not isinstance(y, Tensor) or y.dtype != torch.int64 or y.shape != x.shape[:1]:
+                got = f"{y.dtype} {tuple(y.shape)}" if isinstance(y, Tensor) else type(y).__name__
+                raise ValueError(
+                    f"Dataset {self.name!r}: {split} labels must be int64 ({len(x)},), got {got}"
+                )
+            if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.classes):
+                raise ValueError(
+                    f"Dataset {self.name!r}: {split} labels must lie in 0..{self.classes - 1},"
+                    f" got {int(y.min())}..{int(y.max())}"
+                )
 
     def splits(self) -> dict[str, Tensor]:
         """``{"train": ..., "val": ..., "test": ...}``."""
@@ -114,22 +149,64 @@ class Dataset:
         """
         return None if self.density is None else self.density.entropy()
 
+    def contexts(self, split: str) -> Tensor | None:
+        """One-hot class contexts ``(N, classes)`` of a split's labels, in its dtype, or None.
+
+        Example:
+            >>> from exactflow.data import load_digits
+            >>> load_digits().contexts("test").shape
+            torch.Size([270, 10])
+
+        """
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+        if self.labels is None:
+            return None
+        x = self.splits()[split]
+        y = self.labels[("train", "val", "test").index(split)]
+        return one_hot(y, self.classes, x.dtype).to(x.device)
+
     def to(
         self, dtype: torch.dtype | None = None, device: torch.device | str | None = None
     ) -> Dataset:
-        """A copy with the splits converted to ``dtype`` and/or moved to ``device``."""
+        """A copy with the splits converted to ``dtype`` and/or moved to ``device``.
+
+        Labels keep their dtype (int64) and move with the splits.
+        """
+        labels = None if self.labels is None else tuple(y.to(device) for y in self.labels)
         return dataclasses.replace(
             self,
             train=self.train.to(device=device, dtype=dtype),
             val=self.val.to(device=device, dtype=dtype),
             test=self.test.to(device=device, dtype=dtype),
+            labels=labels,
         )
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{k}={tuple(v.shape)}" for k, v in self.splits().items())
         extra = ", density=known" if self.density is not None else ""
         extra += f", levels={self.levels}" if self.levels else ""
+        extra += f", classes={self.classes}" if self.classes else ""
         return f"Dataset({self.name!r}, kind={self.kind!r}, {sizes}{extra})"
+
+
+def one_hot(labels: Tensor, classes: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """One-hot contexts ``(*, classes)`` in ``dtype`` of integer class labels ``(*)``.
+
+    The context a class-conditional flow takes: ``flow.sample((n,), context=one_hot(y, K))``.
+
+    Example:
+        >>> import torch
+        >>> from exactflow.data import one_hot
+        >>> one_hot(torch.tensor([2, 0]), 3)
+        tensor([[0., 0., 1.],
+                [1., 0., 0.]])
+
+    """
+    if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.is_complex():
+        what = labels.dtype if isinstance(labels, Tensor) else type(labels).__name__
+        raise TypeError(f"one_hot: labels must be an integer tensor, got {what}")
+    return torch.nn.functional.one_hot(labels.long(), classes).to(dtype)
 
 
 def stream_seed(seed: int, stream: int) -> int:

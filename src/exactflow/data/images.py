@@ -20,13 +20,13 @@ import torch
 from torch import Tensor
 
 from .checks import check_size, count, flag, floating_dtype, path_option, seed_option
-from .dataset import MIN_ROWS, Dataset, stream_seed
+from .dataset import MIN_ROWS, Dataset
+from .dequantization import dequantize_splits
 from .textfiles import check_gzip_name, reading
 
 __all__ = [
     "FASHION_MNIST_DIR",
     "bits_per_dim",
-    "dequantize",
     "load_digits",
     "load_mnist",
     "read_idx",
@@ -59,40 +59,6 @@ def bits_per_dim(nll: float | Tensor, dims: int, levels: int = 256) -> float | T
     count("bits_per_dim: dims", dims, 1)
     count("bits_per_dim: levels", levels, 2)
     return (nll + dims * math.log(levels)) / (dims * math.log(2))
-
-
-def dequantize(
-    pixels: Tensor,
-    levels: int,
-    generator: torch.Generator | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> Tensor:
-    """Uniform dequantization ``x = (k + u) / L``, ``u ~ U[0, 1)``, of integers ``k`` in ``0..L-1``.
-
-    The result lies in ``[0, 1)``: values that would round up to 1 in ``dtype`` are clamped to
-    the largest number below 1, so that a logit never sees exactly 1.
-
-    Args:
-        pixels: Integer-valued tensor of any shape.
-        levels: Number of levels ``L``.
-        generator: Source of the uniform noise.
-        dtype: Floating dtype of the result.
-
-    """
-    count("dequantize: levels", levels, 2)
-    floating_dtype("dequantize: dtype", dtype)
-    if pixels.numel() and (
-        pixels.min() < 0
-        or pixels.max() > levels - 1
-        or (pixels.is_floating_point() and (pixels != pixels.round()).any())
-    ):
-        raise ValueError(f"dequantize: values must be integers in 0..{levels - 1}")
-    # float32 keeps k + u to 2^-16 for k < 256 and halves the memory of float64 on large sets.
-    work = torch.float64 if dtype == torch.float64 else torch.float32
-    u = torch.rand(pixels.shape, generator=generator, dtype=work)
-    x = ((pixels.to(work) + u) / levels).to(dtype)
-    below_one = torch.nextafter(torch.ones((), dtype=dtype), torch.zeros((), dtype=dtype))
-    return x.clamp_(max=float(below_one))
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -133,11 +99,13 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
-def _find_idx(root: Path, stem: str) -> Path:
-    names = [f"{stem}-idx3-ubyte", f"{stem}.idx3-ubyte"]
+def _find_idx(root: Path, stem: str, kind: str = "idx3") -> Path | None:
+    names = [f"{stem}-{kind}-ubyte", f"{stem}.{kind}-ubyte"]
     for name in [n + suffix for n in names for suffix in ("", ".gz")]:
         if (root / name).is_file():
             return root / name
+    if kind == "idx1":
+        return None
     raise ValueError(f"{root}: no {names[0]}(.gz) or {names[1]}(.gz)")
 
 
@@ -150,12 +118,35 @@ def _images(path: Path) -> np.ndarray:
     return images
 
 
-def mnist_pixels(
-    root: str | os.PathLike | None, *, fashion: bool, n_val: int
-) -> tuple[Path, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """The directory and the train/val/test ``uint8`` pixels ``(N, H, W)`` of (Fashion-)MNIST.
+def _labels(root: Path, stem: str, images: int) -> np.ndarray | None:
+    """The labels of ``stem``'s images, or None without a label file."""
+    path = _find_idx(root, stem, "idx1")
+    if path is None:
+        return None
+    labels = read_idx(path)
+    if labels.dtype != np.uint8 or labels.shape != (images,):
+        raise ValueError(
+            f"{path}: expected {images} unsigned-byte labels ({images},), got {labels.dtype}"
+            f" {labels.shape}"
+        )
+    return labels
 
-    See :func:`load_mnist` for ``root`` and the split; ``n_val`` is already checked.
+
+MnistParts = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def mnist_pixels(
+    root: str | os.PathLike | None,
+    *,
+    fashion: bool,
+    n_val: int,
+    n_train: int | None = None,
+    n_test: int | None = None,
+) -> tuple[Path, MnistParts, MnistParts | None]:
+    """The directory, the train/val/test ``uint8`` pixels ``(N, H, W)`` and labels ``(N,)``.
+
+    See :func:`load_mnist` for ``root`` and the split; the options are already checked. The
+    labels are None unless both label files are there.
     """
     name = "fashion-mnist" if fashion else "mnist"
     if root is None:
@@ -164,7 +155,7 @@ def mnist_pixels(
         root = FASHION_MNIST_DIR
     root = path_option(f"{name}: root", root)
     if not root.is_dir():
-        hint = " (install Debian's dataset-fashion-mnist package)" if fashion else ""
+        hint = " (install it with: apt-get install dataset-fashion-mnist)" if fashion else ""
         raise ValueError(f"{name}: no directory {root}{hint}")
     train = _images(_find_idx(root, "train-images"))
     test = _images(_find_idx(root, "t10k-images"))
@@ -176,8 +167,17 @@ def mnist_pixels(
             f" n_val={n_val}: need n_val + {MIN_ROWS['train']} training images and"
             f" {MIN_ROWS['test']} test image"
         )
-    parts = (train[: len(train) - n_val], train[len(train) - n_val :], test)
-    return root, parts
+    first = len(train) - n_val
+    train_labels, test_labels = (
+        _labels(root, "train-labels", len(train)),
+        _labels(root, "t10k-labels", len(test)),
+    )
+    # n_train / n_test keep the first rows of their split (the validation split stays fixed).
+    keep = (slice(0, min(first, n_train or first)), slice(first, None), slice(0, n_test))
+    parts = (train[keep[0]], train[keep[1]], test[keep[2]])
+    if train_labels is None or test_labels is None:
+        return root, parts, None
+    return root, parts, (train_labels[keep[0]], train_labels[keep[1]], test_labels[keep[2]])
 
 
 def load_mnist(
@@ -185,44 +185,70 @@ def load_mnist(
     *,
     fashion: bool = False,
     n_val: int = 10_000,
+    n_train: int | None = None,
+    n_test: int | None = None,
     seed: int = 0,
     flatten: bool = False,
+    dequantize_pixels: bool = True,
     dtype: torch.dtype = torch.float32,
 ) -> Dataset:
-    """MNIST or Fashion-MNIST from the four IDX files, dequantized to ``[0, 1)``.
+    """MNIST or Fashion-MNIST from the IDX files, dequantized to ``[0, 1)``, with their labels.
 
     Reads ``train-images-idx3-ubyte`` and ``t10k-images-idx3-ubyte`` (``.gz`` or not; the
-    ``.idx3-ubyte`` spelling too) from ``root``. The last ``n_val`` training images are the
-    validation split (50 000 / 10 000 / 10 000 by default); the test file is the test split.
-    Pixels are dequantized ``(k + u)/256`` with noise seeded by ``seed``.
+    ``.idx3-ubyte`` spelling too) from ``root``, and the class labels from
+    ``train-labels-idx1-ubyte`` and ``t10k-labels-idx1-ubyte`` when both are there (else the
+    data set has no labels). The last ``n_val`` training images are the validation split
+    (50 000 / 10 000 / 10 000 by default); the test file is the test split. Pixels are
+    dequantized ``(k + u)/256`` with noise seeded by ``seed``.
 
     Args:
         root: The directory. Default for Fashion-MNIST: ``/usr/share/datasets/fashion-mnist``,
-            where Debian's ``dataset-fashion-mnist`` package installs it; MNIST has no default.
+            where Debian's ``dataset-fashion-mnist`` package installs it
+            (``apt-get install dataset-fashion-mnist``); MNIST has no default.
         fashion: Fashion-MNIST (only changes the name and the default directory).
         n_val: Size of the validation split.
+        n_train: Keep only the first ``n_train`` training images (None: all).
+        n_test: Keep only the first ``n_test`` test images (None: all).
         seed: Seed of the dequantization noise.
         flatten: Return ``(N, 784)`` rows (kind ``"tabular"``) instead of ``(N, 1, 28, 28)``.
+        dequantize_pixels: Add the uniform noise (False: ``k / 256`` exactly, the integer
+            pixels for :func:`integer_pixels` and per-batch noise).
         dtype: Floating dtype of the splits.
 
     """
     name = "fashion-mnist" if fashion else "mnist"
     seed, dtype = seed_option(f"{name}: seed", seed), floating_dtype(f"{name}: dtype", dtype)
     flag(f"{name}: flatten", flatten)
+    flag(f"{name}: dequantize_pixels", dequantize_pixels)
     n_val = count(f"{name}: n_val", n_val, MIN_ROWS["val"])
-    root, parts = mnist_pixels(root, fashion=fashion, n_val=n_val)
-    splits = []
-    for k, part in enumerate(parts):
-        g = torch.Generator().manual_seed(stream_seed(seed, k))
-        x = dequantize(torch.from_numpy(part.copy())[:, None], 256, g, dtype)
-        splits.append(x.flatten(1) if flatten else x)
+    n_train = None if n_train is None else count(f"{name}: n_train", n_train, MIN_ROWS["train"])
+    n_test = None if n_test is None else count(f"{name}: n_test", n_test, MIN_ROWS["test"])
+    root, parts, labels = mnist_pixels(
+        root, fashion=fashion, n_val=n_val, n_train=n_train, n_test=n_test
+    )
+    pixels = [torch.from_numpy(part.copy())[:, None] for part in parts]
+    splits = _splits(pixels, 256, seed, dequantize_pixels, dtype)
+    noise = "dequantized (k + u)/256" if dequantize_pixels else "k/256"
     return Dataset(
         name,
         "tabular" if flatten else "image",
-        *splits,
+        *[x.flatten(1) if flatten else x for x in splits],
         levels=256,
-        description=f"{name} from {root}, dequantized (k + u)/256",
+        description=f"{name} from {root}, {noise}",
+        labels=None
+        if labels is None
+        else tuple(torch.from_numpy(y.astype(np.int64)) for y in labels),
+        classes=None if labels is None else 10,
     )
+
+
+def _splits(
+    pixels: list[Tensor], levels: int, seed: int, dequantize_pixels: bool, dtype: torch.dtype
+) -> list[Tensor]:
+    """Integer pixels of each split as ``(k + u)/L`` (seeded per split) or ``k/L``."""
+    if dequantize_pixels:
+        return dequantize_splits(pixels, levels, seed, dtype)
+    return [(k / levels).to(dtype) for k in pixels]
 
 
 def load_digits(
@@ -235,14 +261,21 @@ def load_digits(
     """The bundled 8×8 handwritten digits (UCI, via scikit-learn), dequantized to ``[0, 1)``.
 
     1797 images with pixels in 0..16 (17 levels), dequantized ``(k + u)/17``; a seeded
-    permutation splits them 1257 / 270 / 270 (70 / 15 / 15 %). See ``DIGITS_NOTICE.txt`` for
-    the origin and license of the data.
+    permutation splits them 1257 / 270 / 270 (70 / 15 / 15 %). The class labels (the digit,
+    0..9) come with them. See ``DIGITS_NOTICE.txt`` for the origin and license of the data.
 
     Args:
         seed: Seed of the split and of the dequantization noise.
         image: Return ``(N, 1, 8, 8)`` images (kind ``"image"``) instead of ``(N, 64)`` rows.
-        dequantize_pixels: Add the uniform noise (False: ``k / 17`` exactly, for pictures).
+        dequantize_pixels: Add the uniform noise (False: ``k / 17`` exactly, for pictures and
+            for :func:`integer_pixels`).
         dtype: Floating dtype of the splits.
+
+    Example:
+        >>> from exactflow.data import load_digits
+        >>> ds = load_digits(image=True)
+        >>> ds.train.shape, ds.labels[0].shape, ds.classes
+        (torch.Size([1257, 1, 8, 8]), torch.Size([1257]), 10)
 
     """
     seed, dtype = seed_option("digits: seed", seed), floating_dtype("digits: dtype", dtype)
@@ -251,24 +284,25 @@ def load_digits(
     resource = importlib.resources.files("exactflow.data").joinpath("digits.csv.gz")
     with resource.open("rb") as raw, gzip.open(raw, "rt") as handle:
         table = np.loadtxt(handle, delimiter=",", dtype=np.int64, ndmin=2)
-    if table.shape != (1797, 65) or table[:, :64].min() < 0 or table[:, :64].max() > 16:
+    if (
+        table.shape != (1797, 65)
+        or table[:, :64].min() < 0
+        or table[:, :64].max() > 16
+        or table[:, 64].min() < 0
+        or table[:, 64].max() > 9
+    ):
         raise ValueError(f"the bundled digits file is damaged: shape {table.shape}")
-    pixels = torch.from_numpy(table[:, :64])
+    pixels, digit = torch.from_numpy(table[:, :64]), torch.from_numpy(table[:, 64])
     order = torch.randperm(len(pixels), generator=torch.Generator().manual_seed(seed))
     parts = (order[:1257], order[1257:1527], order[1527:])
-    splits = []
-    for k, rows in enumerate(parts):
-        g = torch.Generator().manual_seed(stream_seed(seed, k))
-        x = (
-            dequantize(pixels[rows], 17, g, dtype)
-            if dequantize_pixels
-            else (pixels[rows] / 17).to(dtype)
-        )
-        splits.append(x.reshape(-1, 1, 8, 8) if image else x)
+    splits = _splits([pixels[rows] for rows in parts], 17, seed, dequantize_pixels, dtype)
+    noise = "dequantized (k + u)/17" if dequantize_pixels else "as k/17"
     return Dataset(
         "digits",
         "image" if image else "tabular",
-        *splits,
+        *[x.reshape(-1, 1, 8, 8) if image else x for x in splits],
         levels=17,
-        description="8x8 UCI digits, pixels 0..16 dequantized (k + u)/17, split 1257/270/270",
+        description=f"8x8 UCI digits, pixels 0..16 {noise}, split 1257/270/270",
+        labels=tuple(digit[rows] for rows in parts),
+        classes=10,
     )

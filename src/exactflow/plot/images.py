@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..flow import placement
 from .figure import save
@@ -42,6 +43,36 @@ def _show(ax: Axes, canvas: Tensor) -> None:
     else:
         ax.imshow(canvas.permute(1, 2, 0).numpy(), interpolation="nearest")
     ax.axis("off")
+
+
+@contextlib.contextmanager
+def evaluating(module: nn.Module) -> Iterator[None]:
+    """Run the block in eval mode without gradients, then restore the module's mode."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        module.train(was_training)
+
+
+def stacked(path: str | os.PathLike, canvases: dict[str, Tensor], title: str = "") -> Path:
+    """Canvases (from ``_tile``) one under another, each under its label, as one PNG."""
+    heights = [c.shape[1] for c in canvases.values()]
+    width = max(c.shape[2] for c in canvases.values())
+    inches = min(14.0, max(4.0, width / 12)) / width  # per pixel
+    size = (width * inches, sum(heights) * inches + 0.4 * len(heights) + 0.3)
+    fig = Figure(figsize=size, layout="constrained")
+    axes = fig.subplots(len(canvases), 1, gridspec_kw={"height_ratios": heights}, squeeze=False)[
+        :, 0
+    ]
+    for ax, (label, canvas) in zip(axes, canvases.items(), strict=True):
+        _show(ax, canvas)
+        ax.set_title(label, fontsize=10, loc="left")
+    if title:
+        fig.suptitle(title)
+    return save(fig, path)
 
 
 def image_grid(
@@ -138,27 +169,12 @@ def vae_grid(
     shape = _image_shape(event, image_shape)
     dtype, device = placement(vae)
     x = x[:n].to(device=device, dtype=dtype)
-    was_training = vae.training
-    vae.eval()
-    try:
-        with torch.no_grad():
-            blocks = {
-                f"data ({len(x)})": x,
-                "reconstructions": vae.reconstruct(x),
-                f"samples ({n})": vae.sample(n),
-            }
-    finally:
-        vae.train(was_training)
+    with evaluating(vae):
+        blocks = {
+            f"data ({len(x)})": x,
+            "reconstructions": vae.reconstruct(x),
+            f"samples ({n})": vae.sample(n),
+        }
     cols = min(n, 16)
     canvases = {label: _tile(b.reshape(-1, *shape), cols) for label, b in blocks.items()}
-    heights = [c.shape[1] for c in canvases.values()]
-    width = canvases[next(iter(canvases))].shape[2]
-    inches = min(14.0, max(4.0, width / 12)) / width  # per pixel
-    fig = Figure(figsize=(width * inches, sum(heights) * inches + 0.4 * len(heights) + 0.3))
-    axes = fig.subplots(len(canvases), 1, gridspec_kw={"height_ratios": heights})
-    for ax, (label, canvas) in zip(axes, canvases.items(), strict=True):
-        _show(ax, canvas)
-        ax.set_title(label, fontsize=10, loc="left")
-    if title:
-        fig.suptitle(title)
-    return save(fig, path)
+    return stacked(path, canvases, title)

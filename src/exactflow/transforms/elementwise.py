@@ -16,9 +16,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.distributions import constraints
 
-from .base import Transform, open_unit_interval, sum_events
+from .base import OpenInterval, Transform, open_unit_interval, sum_events
 
 __all__ = ["Additive", "Affine", "AffineMap", "ElementwiseMap", "Logit", "Sigmoid"]
 
@@ -167,7 +166,10 @@ class Logit(Transform):
     2017): with ``α > 0`` the edges 0 and 1 map to finite values.
     ``log|dy/dx| = log(1 - 2α) - log u - log(1 - u)``.
 
-    Domain: the open interval ``(0, 1)`` for ``α = 0``; the closed ``[0, 1]`` for ``α > 0``.
+    Domain: the open interval ``(-α/(1 - 2α), (1 - α)/(1 - 2α))`` where ``u ∈ (0, 1)``, which
+    the map takes onto the whole real line: ``(0, 1)`` for ``α = 0``, a little wider than
+    ``[0, 1]`` for ``α > 0``. A flow that starts with it is a normalized density on that
+    interval; data in ``[0, 1]`` lie inside it, and its samples may land just outside ``[0, 1]``.
 
     Args:
         alpha: Squeeze ``α`` in ``[0, 0.5)``.
@@ -181,7 +183,8 @@ class Logit(Transform):
             raise ValueError(f"Logit: alpha must be in [0, 0.5), got {alpha}")
         self.alpha = alpha
         self.event_ndim = event_ndim
-        self.domain = constraints.unit_interval if alpha > 0 else open_unit_interval
+        margin = alpha / (1 - 2 * alpha)
+        self.domain = OpenInterval(-margin, 1 + margin) if alpha > 0 else open_unit_interval
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         u = self.alpha + (1 - 2 * self.alpha) * x
