@@ -16,7 +16,8 @@ def test_readme_snippets_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.chdir(tmp_path)  # the trainer's snippet writes runs/ where it runs
     code = "\n".join(blocks)
     budgets = {"epochs=50": "epochs=1", "epochs=100": "epochs=1", "steps=3000": "steps=20"}
-    budgets.update({"k=1000": "k=10", "n=100_000": "n=1000"})
+    budgets.update({"k=1000": "k=10", "n=100_000": "n=1000", "steps=1000": "steps=5"})
+    budgets.update({"k=256": "k=4"})
     for long, short in budgets.items():
         assert long in code, f"the README's {long} changed: update this test"
         code = code.replace(long, short)
