@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..numerics import tracing
 from .mlp import check_context
 
 __all__ = ["ConvNet", "GlowNet", "with_context"]
@@ -42,6 +43,14 @@ def with_context(
         x = torch.cat((x, c), dim=-3)
     batch = x.shape[:-3]
     return x.reshape(batch.numel(), *x.shape[-3:]), batch
+
+
+def _channels_last(h: Tensor) -> Tensor:
+    """``h (N, C, H, W)`` laid out channels last, which the CPU's convolutions run faster on.
+
+    Left as is under ``torch.func`` transforms, which cannot query memory formats.
+    """
+    return h if tracing() else h.contiguous(memory_format=torch.channels_last)
 
 
 def _check_image(name: str, x: Tensor, channels: int) -> None:
@@ -118,11 +127,12 @@ class ConvNet(nn.Module):
         self.blocks = nn.Sequential(*(_ConvBlock(hidden, activation) for _ in range(blocks)))
         self.activation = activation()
         self.output = nn.Conv2d(hidden, out_channels, 3, padding=1)
+        self.to(memory_format=torch.channels_last)  # faster convolutions on the CPU
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         _check_image("ConvNet", x, self.in_channels)
         h, batch = with_context("ConvNet", x, context, self.context)
-        out = self.output(self.activation(self.blocks(self.input(h))))
+        out = self.output(self.activation(self.blocks(self.input(_channels_last(h)))))
         return out.reshape(*batch, *out.shape[-3:])
 
 
@@ -159,16 +169,17 @@ class GlowNet(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.context = context
-        self.net = nn.Sequential(
+        self.net = nn.Sequential(  # in-place activations: the convolutions' outputs are fresh
             nn.Conv2d(in_channels + context, hidden, 3, padding=1),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
             nn.Conv2d(hidden, hidden, 1),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
         )
         self.output = nn.Conv2d(hidden, out_channels, 3, padding=1)
+        self.to(memory_format=torch.channels_last)  # faster convolutions on the CPU
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         _check_image("GlowNet", x, self.in_channels)
         h, batch = with_context("GlowNet", x, context, self.context)
-        out = self.output(self.net(h))
+        out = self.output(self.net(_channels_last(h)))
         return out.reshape(*batch, *out.shape[-3:])

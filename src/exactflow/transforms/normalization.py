@@ -155,7 +155,7 @@ class ActNorm(Transform):
         _check_input("ActNorm", y, self.features, self.event_ndim)
         shift = _per_channel(self.shift, self.event_ndim)
         log_scale = _per_channel(self.log_scale, self.event_ndim)
-        return torch.addcmul(shift, y, log_scale.exp()), self._ladj(y)
+        return y * log_scale.exp() + shift, self._ladj(y)
 
 
 class BatchNorm(Transform):
