@@ -53,6 +53,25 @@ class LatentVariableModel(nn.Module, ABC):
     def check_data(self, x: Tensor, context: Tensor | None, name: str = "data") -> None:
         """Raise ``ValueError`` naming the problem unless ``x (N, *event)`` fits the model."""
 
+    def check_rows(self, x: object, name: str = "data") -> Tensor:
+        """``x`` after checking it is a finite floating-point ``(N, *event_shape)`` tensor.
+
+        Raises ``TypeError`` (not a floating-point tensor) or ``ValueError`` (the shape, or the
+        first non-finite value with its index); the part of :meth:`check_data` every model shares.
+        """
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            what = x.dtype if isinstance(x, Tensor) else type(x).__name__
+            raise TypeError(f"{name} must be a floating-point torch.Tensor, got {what}")
+        event = tuple(self.event_shape)
+        if x.dim() < 1 or tuple(x.shape[1:]) != event:
+            expected = ", ".join(["N", *map(str, event)])
+            raise ValueError(f"{name} must have shape ({expected}), got {tuple(x.shape)}")
+        bad = ~torch.isfinite(x)
+        if bool(bad.any()):
+            where = tuple(bad.nonzero()[0].tolist())
+            raise ValueError(f"{name} has a non-finite value at index {where}")
+        return x
+
     def elbo(self, x: Tensor, k: int = 1, context: Tensor | None = None) -> Tensor:
         """The evidence lower bound per row ``(B,)``, averaged over ``k`` draws (an estimate)."""
         return self.log_weights(x, k, context).mean(0)

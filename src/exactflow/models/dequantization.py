@@ -363,13 +363,7 @@ class Dequantized(LatentVariableModel):
         ``k`` must be an integer in ``0..L-1`` (:func:`exactflow.data.integer_pixels`); the
         first other value is named with its index. A conditional flow needs a context ``(N, K)``.
         """
-        if not isinstance(x, Tensor) or not x.is_floating_point():
-            what = x.dtype if isinstance(x, Tensor) else type(x).__name__
-            raise TypeError(f"{name} must be a floating-point torch.Tensor, got {what}")
-        event = tuple(self.event_shape)
-        if x.dim() < 1 or tuple(x.shape[1:]) != event:
-            expected = ", ".join(["N", *map(str, event)])
-            raise ValueError(f"{name} must have shape ({expected}), got {tuple(x.shape)}")
+        self.check_rows(x, name)
         if self.context == 0 and context is not None:
             raise ValueError(f"the flow is unconditional but {name} comes with a context")
         if self.context and (context is None or tuple(context.shape) != (len(x), self.context)):
@@ -378,10 +372,6 @@ class Dequantized(LatentVariableModel):
                 f"the flow is conditional: {name} needs a context of shape ({len(x)},"
                 f" {self.context}), got {got}"
             )
-        bad = ~torch.isfinite(x)
-        if bool(bad.any()):
-            where = tuple(bad.nonzero()[0].tolist())
-            raise ValueError(f"{name} has a non-finite value at index {where}")
         try:
             integer_pixels(x, self.levels)
         except ValueError as error:

@@ -170,18 +170,7 @@ class VAE(LatentVariableModel):
         value is named with its index).
         """
         self._no_context(context)
-        if not isinstance(x, Tensor) or not x.is_floating_point():
-            what = x.dtype if isinstance(x, Tensor) else type(x).__name__
-            raise TypeError(f"{name} must be a floating-point torch.Tensor, got {what}")
-        if x.dim() < 1 or x.shape[1:] != self._event_shape:
-            raise ValueError(
-                f"{name} must have shape (N, {', '.join(map(str, self._event_shape))}),"
-                f" got {tuple(x.shape)}"
-            )
-        bad = ~torch.isfinite(x)
-        if bool(bad.any()):
-            where = tuple(bad.nonzero()[0].tolist())
-            raise ValueError(f"{name} has a non-finite value at index {where}")
+        self.check_rows(x, name)
         if self.likelihood.binary:
             bad = (x != 0) & (x != 1)
             if bool(bad.any()):
