@@ -22,7 +22,7 @@ from typing import NoReturn
 
 from .errors import CommandError, one_line
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "entry", "main"]
 
 # Command name -> its module. The modules (and torch with them) are imported inside main(), so
 # a Ctrl-C while they load is reported like any other.
@@ -109,6 +109,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{command}: error: {_describe(e)}", file=sys.stderr)
         return 2
     return 0
+
+
+def entry() -> NoReturn:
+    """The ``exactflow`` program: :func:`main`, then exit with its code.
+
+    After Ctrl-C the process ends with ``os._exit(130)`` once its output is flushed: CPython
+    kills itself with SIGINT at exit if a ``KeyboardInterrupt`` ever passed through code that
+    C++ extensions run (torch's), even one caught later, which would turn exit code 130 into a
+    death by signal.
+    """
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(code)
 
 
 # Failures whose message says it all; anything else is named by its type too.
