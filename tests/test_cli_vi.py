@@ -306,3 +306,9 @@ def test_failed_vi_leaves_no_folder(tmp_path: Path, capsys, monkeypatch) -> None
     out = tmp_path / "new"
     assert "training diverged" in fails(capsys, "vi", "--target", "u1", "--out", out, *SMALL)
     assert not out.exists()
+
+
+def test_an_image_flow_is_refused_for_a_vector_target(tmp_path: Path, capsys) -> None:
+    line = fails(capsys, "vi", "--target", "u1", "--flow", "glow", "--out", tmp_path / "r")
+    assert "--flow glow is an image flow" in line and "vector of 2 values" in line
+    assert not (tmp_path / "r").exists()

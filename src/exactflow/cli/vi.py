@@ -26,7 +26,7 @@ from .. import checkpoint, objectives, registry
 from ..flow import DTYPES
 from ..targets import Target
 from ..train import TrainConfig, fit
-from . import arguments, targets, training
+from . import arguments, image_runs, targets, training
 from .errors import CommandError, one_line
 from .figures import draw_vi
 from .report import VI_SAMPLES, format_vi_report, vi_report
@@ -112,6 +112,11 @@ def _new_record(args: argparse.Namespace, out: Path, target: Target) -> tuple[di
     flow = _given(args, "flow")
     if flow not in training.presets():
         raise CommandError(f"--flow {flow}: unknown; expected one of {sorted(training.presets())}")
+    if flow in image_runs.ALWAYS:
+        raise CommandError(
+            f"--flow {flow} is an image flow (events (C, H, W)); a vi target is a vector of"
+            f" {target.dim} values: use a vector preset such as nsf, iaf or planar"
+        )
     training.vector_coupling(args)
     train = {key: _given(args, key) for key in (*TRAIN_FIXED, *CHANGEABLE)}
     for key in ("clip_grad", "patience"):  # 0 turns them off
