@@ -6,9 +6,10 @@ context of shape ``(*, C)``, which broadcasts against ``x``'s leading dimensions
 :class:`ConvNet`.
 """
 
-from . import conv, made, mlp
+from . import conv, lipschitz, made, mlp
 from .conv import *  # noqa: F403
+from .lipschitz import *  # noqa: F403
 from .made import *  # noqa: F403
 from .mlp import *  # noqa: F403
 
-__all__ = [*mlp.__all__, *made.__all__, *conv.__all__]
+__all__ = [*mlp.__all__, *made.__all__, *conv.__all__, *lipschitz.__all__]
