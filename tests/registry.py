@@ -27,6 +27,7 @@ FAMILIES = (
     "recompute",
     "presets",
     "image",
+    "residual",
 )
 
 

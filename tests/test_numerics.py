@@ -146,3 +146,13 @@ def test_fixed_point_refuses_a_map_that_hides_a_parameter() -> None:
     y = torch.randn(3, dtype=F64)
     with pytest.raises(ValueError, match="not one of args"):
         fixed_point(lambda x, y: y - a * torch.sin(x), y, y, name="t")
+
+
+def test_a_fixed_point_iteration_that_diverges_to_infinity_raises() -> None:
+    y = torch.tensor([0.5, 1.0], dtype=torch.float64)
+    with pytest.raises(FloatingPointError, match="diverging"):
+        fixed_point(lambda x, y: y + 3 * x, y, y, name="diverging", max_iter=2000)
+    # an entry that starts non-finite passes through (NaN in, NaN out)
+    start = torch.tensor([float("nan"), 1.0], dtype=torch.float64)
+    out = fixed_point(lambda x, y: y - 0.5 * torch.sin(x), start, start, name="nan")
+    assert out[0].isnan() and out[1].isfinite()

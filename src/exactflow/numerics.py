@@ -256,12 +256,17 @@ def fixed_point(
 def _iterate(
     phi: Callable[[Tensor], Tensor], x: Tensor, name: str, tol: float, max_iter: int, traced: bool
 ) -> Tensor:
-    """``x <- phi(x)`` to ``|phi(x) - x| <= tol·(1 + |x|)``; raise or NaN if not reached."""
+    """``x <- phi(x)`` to ``|phi(x) - x| <= tol·(1 + |x|)``; raise or NaN if not reached.
+
+    Entries that start non-finite pass through as they are; an entry that *becomes* non-finite
+    diverged, and counts as not converged.
+    """
+    passthrough = ~x.isfinite()
     for k in range(max_iter + 1):
         new = phi(x)
         residual = (new - x).abs()
         bound = tol * (1 + new.abs())
-        converged = (residual <= bound) | ~new.isfinite()
+        converged = ((residual <= bound) & new.isfinite()) | passthrough
         x = new
         if k == max_iter or (not traced and k % 4 == 0 and bool(converged.all())):
             break

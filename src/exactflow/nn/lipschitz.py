@@ -13,13 +13,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..numerics import tracing
+
 __all__ = ["LipSwish", "SpectralLinear"]
 
 
 class SpectralLinear(nn.Module):
     """``y = (W / max(1, σ̂/c)) x + b`` with ``σ̂`` a power-iteration estimate of ``‖W‖₂``.
 
-    In training mode each forward pass runs ``iterations`` steps of power iteration on the
+    In training mode each forward pass with gradients enabled runs ``iterations`` steps of power
+    iteration (:meth:`update`; not under ``torch.func`` transforms, which cannot mutate) on the
     buffers ``u`` and ``v`` (saved in the ``state_dict``, so a reloaded layer carries on from
     them) and rescales ``W`` by the resulting ``σ̂ = uᵀ W v``; gradients flow through ``σ̂``.
     In eval mode the buffers are not updated: the layer is a fixed linear map.
@@ -67,7 +70,8 @@ class SpectralLinear(nn.Module):
         self.register_buffer("v", F.normalize(torch.randn(in_features), dim=0))
 
     @torch.no_grad()
-    def _power_iteration(self) -> None:
+    def update(self) -> None:
+        """Run ``iterations`` power-iteration steps on ``u`` and ``v`` (what training does)."""
         weight = self.weight.detach()
         u, v = self.u, self.v
         for _ in range(self.iterations):
@@ -78,8 +82,8 @@ class SpectralLinear(nn.Module):
 
     def scaled_weight(self) -> Tensor:
         """``W / max(1, σ̂/c)``, the weight the layer applies."""
-        if self.training and torch.is_grad_enabled():
-            self._power_iteration()
+        if self.training and torch.is_grad_enabled() and not tracing():
+            self.update()
         sigma = torch.dot(self.u, self.weight @ self.v)
         return self.weight / torch.clamp(sigma / self.coeff, min=1.0)
 

@@ -9,6 +9,7 @@ from . import (
     linear,
     normalization,
     recompute,
+    residual,
     shape,
     splines,
     sylvester,
@@ -22,6 +23,7 @@ from .image import *  # noqa: F403
 from .linear import *  # noqa: F403
 from .normalization import *  # noqa: F403
 from .recompute import *  # noqa: F403
+from .residual import *  # noqa: F403
 from .shape import *  # noqa: F403
 from .splines import *  # noqa: F403
 from .sylvester import *  # noqa: F403
@@ -35,6 +37,7 @@ __all__ = [
     *linear.__all__,
     *normalization.__all__,
     *recompute.__all__,
+    *residual.__all__,
     *variational.__all__,
     *sylvester.__all__,
     *splines.__all__,
