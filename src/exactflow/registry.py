@@ -281,6 +281,7 @@ for _preset in (
     flows.Radial,
     flows.Sylvester,
     flows.Glow,
+    flows.ResidualFlow,
     DenseVAE,
     Dequantized,
 ):

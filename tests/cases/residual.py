@@ -2,6 +2,7 @@
 
 import torch
 
+import exactflow as ef
 from exactflow import transforms as T
 
 from casekit import Case
@@ -19,6 +20,13 @@ def block(features: int, context: int = 0) -> T.ResidualBlock:
     return t
 
 
+def preset(context: int = 0) -> T.Transform:
+    torch.manual_seed(0)
+    flow = ef.flows.ResidualFlow(features=2, context=context, transforms=2, hidden=(8,))
+    flow.transform(torch.randn(16, 2), None if not context else torch.randn(16, context))
+    return flow.transform
+
+
 CASES = [
     Case("residual-2d", lambda: block(2), estimated=True, perturb=0.0),
     Case(
@@ -28,5 +36,22 @@ CASES = [
         context=3,
         estimated=True,
         perturb=0.0,
+    ),
+    Case(
+        "preset-residualflow",
+        preset,
+        estimated=True,
+        perturb=0.0,
+        warmup=True,
+        covers=("ResidualFlow",),
+    ),
+    Case(
+        "preset-residualflow-context",
+        lambda: preset(2),
+        context=2,
+        estimated=True,
+        perturb=0.0,
+        warmup=True,
+        covers=("ResidualFlow",),
     ),
 ]

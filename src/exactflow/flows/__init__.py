@@ -7,10 +7,11 @@ Every preset takes the same keywords: ``features`` (data width; image presets ta
 returns an :class:`exactflow.Flow`.
 """
 
-from . import autoregressive, coupling, image, splines, variational
+from . import autoregressive, coupling, image, residual, splines, variational
 from .autoregressive import *  # noqa: F403
 from .coupling import *  # noqa: F403
 from .image import *  # noqa: F403
+from .residual import *  # noqa: F403
 from .splines import *  # noqa: F403
 from .variational import *  # noqa: F403
 
@@ -20,4 +21,5 @@ __all__ = [
     *splines.__all__,
     *variational.__all__,
     *image.__all__,
+    *residual.__all__,
 ]

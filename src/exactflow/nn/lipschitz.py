@@ -120,3 +120,9 @@ class LipSwish(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         beta = F.softplus(self.raw_beta)
         return x * torch.sigmoid(beta * x) / 1.1
+
+    def derivative(self, x: Tensor) -> Tensor:
+        """The slope at ``x``: ``(s + β x s (1 - s)) / 1.1`` with ``s = sigmoid(β x)``."""
+        beta = F.softplus(self.raw_beta)
+        s = torch.sigmoid(beta * x)
+        return (s + beta * x * s * (1 - s)) / 1.1

@@ -29,8 +29,8 @@ class ResidualBlock(Transform):
     < 1`` and the block is invertible. A context enters ``g``'s first layer beside ``x``.
 
     **Log-determinant.** In eval mode it is exact: ``slogdet(I + J_g)`` of the autograd
-    Jacobian of every row (``D`` vector-Jacobian products and a ``D × D`` determinant; exact
-    to floating-point rounding, fine for the widths residual flows are used at on tabular data).
+    Jacobian of every row, multiplied out layer by layer, and a ``D × D`` determinant (exact to
+    floating-point rounding; ``O(D³)`` a row, fine for the widths of tabular data).
     In training mode (``exact_ladj = False``) it is the unbiased estimate
 
         Σ_{k=1}^{m + G} (-1)^{k+1} vᵀ J^k v / (k · P(m + G >= k)),   G ~ Geometric(p), v ~ ±1,
@@ -135,13 +135,24 @@ class ResidualBlock(Transform):
         return x, c
 
     def _exact(self, x: Tensor, context: Tensor | None, shape: torch.Size) -> Tensor:
-        """``log|det(I + J_g)|`` per row from the autograd Jacobian."""
+        """``log|det(I + J_g)|`` per row, ``J_g`` multiplied out layer by layer.
+
+        ``J_g = W_L diag(σ'(h_{L-1})) ⋯ diag(σ'(h_1)) W_1[:, :D]`` (the context's columns of
+        the first layer do not act on ``x``): plain tensor algebra, so it also runs under
+        ``torch.compile``, ``torch.export`` and ``torch.func``.
+        """
         rows, c = self._rows(x, context, shape)
+        h = rows if c is None else torch.cat((rows, c), -1)
+        jac = None
+        for layer in self.net:
+            if isinstance(layer, LipSwish):
+                jac = layer.derivative(h)[..., None] * jac
+                h = layer(h)
+                continue
+            weight = layer.scaled_weight()
+            jac = weight[:, : self.features].expand(len(h), -1, -1) if jac is None else weight @ jac
+            h = layer(h)
         eye = torch.eye(self.features, dtype=x.dtype, device=x.device)
-        if c is None:
-            jac = torch.func.vmap(torch.func.jacrev(lambda v: self._g(v, None)))(rows)
-        else:
-            jac = torch.func.vmap(torch.func.jacrev(lambda v, w: self._g(v, w)))(rows, c)
         return torch.linalg.slogdet(eye + jac)[1].reshape(shape[:-1])
 
     def _estimate(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
