@@ -22,6 +22,7 @@ FAMILIES = (
     "normalization",
     "variational",
     "splines",
+    "monotonic",
     "coupling",
     "autoregressive",
     "recompute",

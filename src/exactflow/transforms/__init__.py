@@ -7,6 +7,7 @@ from . import (
     elementwise,
     image,
     linear,
+    monotonic,
     normalization,
     recompute,
     residual,
@@ -21,6 +22,7 @@ from .coupling import *  # noqa: F403
 from .elementwise import *  # noqa: F403
 from .image import *  # noqa: F403
 from .linear import *  # noqa: F403
+from .monotonic import *  # noqa: F403
 from .normalization import *  # noqa: F403
 from .recompute import *  # noqa: F403
 from .residual import *  # noqa: F403
@@ -41,6 +43,7 @@ __all__ = [
     *variational.__all__,
     *sylvester.__all__,
     *splines.__all__,
+    *monotonic.__all__,
     *coupling.__all__,
     *autoregressive.__all__,
 ]
