@@ -21,13 +21,16 @@ __all__ = ["autoregressive_layers", "check_preset", "config_of", "coupling_layer
 _PERMUTATIONS = ("reverse", "random", "lu")
 
 
-def check_preset(name: str, features: int, transforms: int, permutation: str) -> None:
-    """Raise ``ValueError`` for a width or a step count below 1, or an unknown permutation."""
+def check_preset(name: str, features: int, transforms: int, permutation: str | None = None) -> None:
+    """Raise ``ValueError`` for a width or a step count below 1, or an unknown permutation.
+
+    ``permutation=None``: a preset without one (nothing to check).
+    """
     if features < 1 or transforms < 1:
         raise ValueError(
             f"{name}: features and transforms must be >= 1, got {features} and {transforms}"
         )
-    if permutation not in _PERMUTATIONS:
+    if permutation is not None and permutation not in _PERMUTATIONS:
         raise ValueError(f"{name}: permutation must be one of {_PERMUTATIONS}, got {permutation!r}")
 
 

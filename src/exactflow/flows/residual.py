@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from ..distributions import StandardNormal
 from ..flow import Flow
 from ..transforms import ActNorm, Compose, ResidualBlock, Transform
-from .chains import config_of
+from .chains import check_preset, config_of
 
 __all__ = ["ResidualFlow"]
 
@@ -47,11 +47,7 @@ class ResidualFlow(Flow):
         validate: bool = True,
     ) -> None:
         config = config_of(locals())
-        if features < 1 or transforms < 1:
-            raise ValueError(
-                f"ResidualFlow: features and transforms must be >= 1, got {features} and"
-                f" {transforms}"
-            )
+        check_preset("ResidualFlow", features, transforms)
         steps: list[Transform] = []
         for _ in range(transforms):
             steps += [ActNorm(features), ResidualBlock(features, hidden, context, coeff)]

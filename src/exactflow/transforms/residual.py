@@ -9,6 +9,7 @@ evaluation uses the exact log-determinant.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 
 import torch
@@ -162,10 +163,11 @@ class ResidualBlock(Transform):
         rows, c = self._rows(x, context, shape)
         n = rows.shape[0]
         q = self.continue_probability
-        # Extra terms per row: G ~ Geometric, P(G >= j) = q^j.
-        u = torch.rand(n, dtype=rows.dtype, device=rows.device)
-        extra = torch.floor(torch.log(u) / torch.log(torch.tensor(q, dtype=rows.dtype)))
-        terms = self.exact_terms + int(extra.max()) if n else self.exact_terms
+        # Extra terms per row: G ~ Geometric, P(G >= j) = q^j. Drawn on the CPU, so that the
+        # number of terms is known without waiting for an accelerator.
+        drawn = torch.floor(torch.log(torch.rand(n, dtype=torch.float64)) / math.log(q))
+        terms = self.exact_terms + int(drawn.max()) if n else self.exact_terms
+        extra = drawn.to(device=rows.device, dtype=rows.dtype, non_blocking=True)
         g, vjp = torch.func.vjp(lambda v: self._g(v, c), rows)
         probe = rademacher(rows)
         w, total = probe, rows.new_zeros(n)
