@@ -69,3 +69,61 @@ def test_a_flow_of_residual_blocks_trains() -> None:
         optimizer.step()
     flow.eval()
     assert -flow.log_prob(x).mean().item() < start - 0.3
+
+
+def strong_block(gradient: str) -> T.ResidualBlock:
+    """A float64 block whose layers sit at their bound, so the series has many sizable terms."""
+    torch.manual_seed(0)
+    block = T.ResidualBlock(3, hidden=(8,), coeff=0.9, iterations=20, gradient=gradient).double()
+    with torch.no_grad():
+        for layer in block.net:
+            if hasattr(layer, "weight"):
+                layer.weight.mul_(4)
+    block(torch.randn(8, 3, dtype=torch.float64))  # settle the power iteration
+    return block
+
+
+def gradients(value: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
+    grads = torch.autograd.grad(value.sum(), params, allow_unused=True)
+    return torch.cat(
+        [
+            (torch.zeros_like(p) if g is None else g).flatten()
+            for g, p in zip(grads, params, strict=True)
+        ]
+    )
+
+
+def z_scores(draws: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """|mean - target| in standard errors, entry by entry (entries with no spread are skipped)."""
+    spread = draws.std(0) / len(draws) ** 0.5
+    varies = spread > 0
+    assert torch.equal(draws.mean(0)[~varies], target[~varies])
+    return ((draws.mean(0) - target).abs() / spread)[varies]
+
+
+@pytest.mark.parametrize("gradient", ["neumann", "backprop"])
+def test_the_training_gradient_is_unbiased_for_the_exact_one(gradient: str) -> None:
+    block = strong_block(gradient)
+    params = list(block.parameters())
+    x = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    exact = gradients(block.eval()(x)[1], params)
+    block.train()
+    draws = torch.stack([gradients(block._estimate(x, None)[1], params) for _ in range(1500)])
+    assert z_scores(draws, exact).max() < 5.0
+    # the check can fail: a gradient 5% off is far outside the spread
+    assert z_scores(draws, 1.05 * exact).max() > 5.0
+
+
+def test_neumann_and_backprop_estimates_have_the_same_value() -> None:
+    x = torch.randn(6, 3, dtype=torch.float64)
+    values = []
+    for gradient in ("neumann", "backprop"):
+        block = strong_block(gradient)
+        torch.manual_seed(3)
+        values.append(block._estimate(x, None)[1])
+    torch.testing.assert_close(values[0], values[1], rtol=1e-12, atol=1e-12)
+
+
+def test_an_unknown_gradient_is_a_one_line_error() -> None:
+    with pytest.raises(ValueError, match="gradient must be one of"):
+        T.ResidualBlock(2, gradient="adjoint")

@@ -27,6 +27,9 @@ class ResidualFlow(Flow):
         transforms: Number of residual blocks.
         hidden: Hidden widths of each block's network.
         coeff: Lipschitz bound of every layer of ``g``, in ``(0, 1)``.
+        gradient: How training differentiates the estimate: ``"neumann"`` (memory-saving
+            Neumann series, the default) or ``"backprop"`` (see
+            :class:`~exactflow.transforms.ResidualBlock`).
         validate: Check the inputs of direct ``log_prob``/``sample`` calls.
 
     Example:
@@ -44,12 +47,13 @@ class ResidualFlow(Flow):
         transforms: int = 5,
         hidden: Sequence[int] = (64, 64),
         coeff: float = 0.97,
+        gradient: str = "neumann",
         validate: bool = True,
     ) -> None:
         config = config_of(locals())
         check_preset("ResidualFlow", features, transforms)
         steps: list[Transform] = []
         for _ in range(transforms):
-            steps += [ActNorm(features), ResidualBlock(features, hidden, context, coeff)]
+            steps += [ActNorm(features), ResidualBlock(features, hidden, context, coeff, gradient=gradient)]
         super().__init__(Compose(steps), StandardNormal(features), validate=validate)
         self.config = config

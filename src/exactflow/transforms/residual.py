@@ -8,6 +8,7 @@ evaluation uses the exact log-determinant.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 from collections.abc import Sequence
@@ -20,6 +21,9 @@ from ..numerics import fixed_point, rademacher
 from .base import Transform
 
 __all__ = ["ResidualBlock"]
+
+# How a training pass differentiates the log-determinant estimate (see ResidualBlock).
+GRADIENTS = ("neumann", "backprop")
 
 
 class ResidualBlock(Transform):
@@ -37,7 +41,18 @@ class ResidualBlock(Transform):
         Σ_{k=1}^{m + G} (-1)^{k+1} vᵀ J^k v / (k · P(m + G >= k)),   G ~ Geometric(p), v ~ ±1,
 
     with ``m = exact_terms`` terms always kept, drawn independently for every row (Russian
-    roulette, Chen et al. 2019); gradients flow through the series terms.
+    roulette, Chen et al. 2019). Its gradient is taken one of two ways (``gradient``):
+
+    * ``"neumann"`` (default): the series' terms are computed without a graph and the gradient
+      comes from the unbiased Neumann-series estimate of ``∂ log det(I + J) = tr((I + J)⁻¹ ∂J)``,
+
+          Σ_{k=0}^{m + G - 1} (-1)^k vᵀ J^k (∂J) v / P(m + G >= k + 1),
+
+      a single vector-Jacobian product with a graph: memory does not grow with the number of
+      terms (Chen et al. 2019, section 3.2). The value returned is the estimate above.
+    * ``"backprop"``: autograd through every term (memory grows with the number of terms).
+
+    Both gradients are unbiased for the gradient of the exact log-determinant.
 
     **Inverse.** :func:`exactflow.numerics.fixed_point` on ``x = y - g(x, c)``, to the dtype's
     tolerance, raising ``FloatingPointError`` if it does not converge.
@@ -50,6 +65,7 @@ class ResidualBlock(Transform):
         iterations: Power-iteration steps per training pass.
         exact_terms: Series terms always computed in training (``m``).
         continue_probability: ``1 - p``, the chance of computing one more term.
+        gradient: ``"neumann"`` (memory-saving) or ``"backprop"``, see above.
 
     Shapes: ``x (*, D)``, ``context (*, C)`` ``-> y (*, D)``, ``ladj (*)``.
 
@@ -74,6 +90,7 @@ class ResidualBlock(Transform):
         iterations: int = 1,
         exact_terms: int = 2,
         continue_probability: float = 0.5,
+        gradient: str = "neumann",
     ) -> None:
         super().__init__()
         if features < 1 or context < 0 or any(h < 1 for h in hidden):
@@ -90,6 +107,10 @@ class ResidualBlock(Transform):
                 "ResidualBlock: exact_terms must be >= 1 and continue_probability in (0, 1), got"
                 f" {exact_terms} and {continue_probability}"
             )
+        if gradient not in GRADIENTS:
+            raise ValueError(
+                f"ResidualBlock: gradient must be one of {GRADIENTS}, got {gradient!r}"
+            )
         widths = [features + context, *hidden, features]
         layers: list[nn.Module] = []
         for k, (a, b) in enumerate(itertools.pairwise(widths)):
@@ -101,6 +122,7 @@ class ResidualBlock(Transform):
         self.context = context
         self.exact_terms = exact_terms
         self.continue_probability = continue_probability
+        self.gradient = gradient
 
     def _g(self, x: Tensor, context: Tensor | None) -> Tensor:
         if self.context:
@@ -170,14 +192,27 @@ class ResidualBlock(Transform):
         extra = drawn.to(device=rows.device, dtype=rows.dtype, non_blocking=True)
         g, vjp = torch.func.vjp(lambda v: self._g(v, c), rows)
         probe = rademacher(rows)
-        w, total = probe, rows.new_zeros(n)
-        for k in range(1, terms + 1):
-            (w,) = vjp(w)  # vᵀ J^k
+
+        def weight(k: int, dims: int = 0) -> Tensor | float:
+            """Roulette weight of term ``k`` per row: kept or not, over the chance of being kept."""
             beyond = k - self.exact_terms
-            kept = extra >= beyond if beyond > 0 else torch.ones_like(extra, dtype=torch.bool)
-            chance = q**beyond if beyond > 0 else 1.0
-            coefficient = (1.0 if k % 2 else -1.0) / (k * chance)
-            total = total + kept * coefficient * (w * probe).sum(-1)
+            if beyond <= 0:
+                return 1.0
+            return ((extra >= beyond) / q**beyond).reshape(n, *[1] * dims)
+
+        neumann = self.gradient == "neumann" and torch.is_grad_enabled()
+        w, total, series = probe, rows.new_zeros(n), probe
+        with torch.no_grad() if neumann else contextlib.nullcontext():
+            for k in range(1, terms + 1):
+                (w,) = vjp(w)  # vᵀ J^k
+                sign = 1.0 if k % 2 else -1.0
+                total = total + sign / k * weight(k) * (w * probe).sum(-1)
+                if neumann and k < terms:  # Σ_{k<terms} (-1)^k vᵀ J^k / P(kept k + 1)
+                    series = series - sign * weight(k + 1, 1) * w
+        if neumann:
+            (jv,) = vjp(series)  # the one product with a graph: (Σ ...)ᵀ J
+            surrogate = (jv * probe).sum(-1)
+            total = total + (surrogate - surrogate.detach())
         return rows.reshape(shape) + g.reshape(shape), total.reshape(shape[:-1])
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
