@@ -51,15 +51,20 @@ __all__ = [
 ]
 
 
+# Short ``--flow`` names of presets whose class name is longer.
+ALIASES = {"residual": "ResidualFlow"}
+
+
 def presets() -> dict[str, str]:
-    """Flow presets by their lower-case ``--flow`` name.
+    """Flow presets by their lower-case ``--flow`` name (and the short aliases).
 
     Example:
-        >>> presets()["iaf"]
-        'IAF'
+        >>> presets()["iaf"], presets()["residual"]
+        ('IAF', 'ResidualFlow')
 
     """
-    return {name.lower(): name for name in registry.names() if name in flows.__all__}
+    names = {name.lower(): name for name in registry.names() if name in flows.__all__}
+    return names | {alias: name for alias, name in ALIASES.items() if name in names.values()}
 
 
 def given(args: argparse.Namespace, key: str, defaults: Mapping[str, Any]) -> Any:
