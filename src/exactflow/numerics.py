@@ -22,6 +22,7 @@ __all__ = [
     "tolerance",
     "tracing",
     "under_functorch",
+    "values_readable",
 ]
 
 
@@ -58,6 +59,31 @@ def under_functorch() -> bool:
     if torch.compiler.is_compiling():  # dynamo handles the transforms itself; asking the
         return False  # interpreter stack there would also slow the compiled graph down
     return torch._C._functorch.peek_interpreter_stack() is not None
+
+
+def values_readable() -> bool:
+    """Whether tensor values can be read on the host here (``bool(t)``, early stopping).
+
+    True outside tracers, and under ``torch.func`` transforms with no ``vmap`` level (``grad``,
+    ``vjp``, the forward pass of ``jacrev``), whose tensors carry real values; False under
+    ``torch.compile``, ``torch.export``, ``jit`` tracing and ``vmap``.
+
+    Example:
+        >>> import torch, exactflow as ef
+        >>> ef.numerics.values_readable()
+        True
+        >>> torch.func.vmap(lambda x: torch.tensor(ef.numerics.values_readable()) + 0 * x)(
+        ...     torch.zeros(2)
+        ... )
+        tensor([0., 0.])
+
+    """
+    if not tracing():
+        return True
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return False
+    stack = torch._C._functorch.get_interpreter_stack() or []
+    return all(level.key() != torch._C._functorch.TransformType.Vmap for level in stack)
 
 
 # ---------------------------------------------------------------------------- root finding
@@ -204,8 +230,9 @@ def fixed_point(
     (raise ``max_iter`` for slower contractions).
 
     **Non-convergence is an error**: ``FloatingPointError`` names ``name``, the largest
-    residual and the tolerance. Under :func:`tracing` the full budget runs without host reads
-    and unconverged entries come back NaN.
+    residual and the tolerance. Where values cannot be read (:func:`values_readable` is false:
+    ``torch.compile``, ``torch.export``, ``vmap``) the full budget runs without host reads and
+    unconverged entries come back NaN.
 
     Gradients are the exact implicit ones, ``∂x = (I - ∂phi/∂x)⁻¹ ∂phi/∂args``: the backward
     pass solves ``w = u + (∂phi/∂x)ᵀ w`` by the same iteration (it converges for the same
@@ -240,8 +267,8 @@ def fixed_point(
 
     """
     tol = tolerance(x0.dtype) if tol is None else tol
-    traced = tracing()
-    if not traced:
+    traced = not values_readable()
+    if not tracing():
         with torch.enable_grad():
             if phi(x0.detach(), *(a.detach() for a in args)).requires_grad:
                 raise ValueError(
@@ -305,7 +332,7 @@ class _FixedPoint(torch.autograd.Function):
             f"{ctx.name} (backward)",
             ctx.tol,
             ctx.max_iter,
-            tracing(),
+            not values_readable(),
         )
         return (None, None, None, None, None, *vjp(w)[1:])
 

@@ -6,6 +6,7 @@ import exactflow as ef
 from exactflow import transforms as T
 
 from casekit import Case
+from cases.image import moderate, pixels
 
 
 def block(features: int, context: int = 0) -> T.ResidualBlock:
@@ -20,6 +21,27 @@ def block(features: int, context: int = 0) -> T.ResidualBlock:
     return t
 
 
+def conv_block(shape: tuple[int, int, int], context: int = 0) -> T.ConvResidualBlock:
+    """A conv residual block at its Lipschitz bound, its power iteration settled."""
+    torch.manual_seed(0)
+    t = T.ConvResidualBlock(shape, hidden=4, context=context, coeff=0.7, iterations=50)
+    with torch.no_grad():
+        for layer in t.net:
+            if hasattr(layer, "weight"):
+                layer.weight.mul_(4)
+    t(torch.randn(8, *shape), None if not context else torch.randn(8, context))
+    return t
+
+
+def image_preset(context: int = 0) -> T.Transform:
+    torch.manual_seed(0)
+    flow = ef.flows.ResidualFlow(
+        shape=(1, 4, 4), context=context, levels=2, steps=1, hidden=4, coeff=0.7
+    )
+    flow.transform(torch.rand(16, 1, 4, 4), None if not context else torch.randn(16, context))
+    return flow.transform
+
+
 def preset(context: int = 0) -> T.Transform:
     torch.manual_seed(0)
     flow = ef.flows.ResidualFlow(features=2, context=context, transforms=2, hidden=(8,))
@@ -28,6 +50,46 @@ def preset(context: int = 0) -> T.Transform:
 
 
 CASES = [
+    Case(
+        "conv-residual-1x4x4",
+        lambda: conv_block((1, 4, 4)),
+        event_shape=(1, 4, 4),
+        estimated=True,
+        perturb=0.0,
+    ),
+    Case(
+        "conv-residual-2x2x4-context",
+        lambda: conv_block((2, 2, 4), context=2),
+        event_shape=(2, 2, 4),
+        context=2,
+        estimated=True,
+        perturb=0.0,
+    ),
+    Case(
+        "preset-residualflow-image",
+        image_preset,
+        event_shape=(1, 4, 4),
+        out_shape=(16,),
+        sample_x=pixels((1, 4, 4)),
+        sample_y=moderate((16,)),
+        estimated=True,
+        perturb=0.0,
+        warmup=True,
+        covers=("ResidualFlow",),
+    ),
+    Case(
+        "preset-residualflow-image-context",
+        lambda: image_preset(3),
+        event_shape=(1, 4, 4),
+        out_shape=(16,),
+        context=3,
+        sample_x=pixels((1, 4, 4)),
+        sample_y=moderate((16,)),
+        estimated=True,
+        perturb=0.0,
+        warmup=True,
+        covers=("ResidualFlow",),
+    ),
     Case("residual-2d", lambda: block(2), estimated=True, perturb=0.0),
     Case(
         "residual-4d-context",

@@ -2,7 +2,8 @@
 
 An image run fits an image preset to quantized images: ``--flow glow`` always, ``--flow realnvp
 --image`` (the multi-scale RealNVP of Dinh et al. 2017; without ``--image`` RealNVP models
-flattened vectors). The data (``--data digits`` as ``1×8×8``, ``mnist``/``fashion-mnist`` as
+flattened vectors) and ``--flow residual --image`` (a residual flow of convolutional blocks).
+The data (``--data digits`` as ``1×8×8``, ``mnist``/``fashion-mnist`` as
 ``1×28×28``, any MNIST-format folder with ``--root``) stay ``(N, C, H, W)`` in ``[0, 1)``: no
 flattening and no standardization, since the flows' logit needs ``[0, 1)``. Training batches are
 the integer pixels ``k`` dequantized afresh, ``x = (k + u)/L`` with new ``u ~ U[0, 1)`` every
@@ -11,7 +12,8 @@ with seeded noise (the loader's own splits, which ``eval`` loads again).
 
 The preset's keyword arguments, recorded in ``run.json`` and fixed on ``--resume``:
 ``shape=[C, H, W]`` (from the data), ``levels`` (``--levels``), ``steps`` (``--transforms``:
-steps per level), ``hidden`` (``--hidden``: one channel count for glow, widths for realnvp),
+steps per level), ``hidden`` (``--hidden``: one channel count for glow and residual, widths for
+realnvp),
 ``coupling`` (``--coupling affine|additive|spline``, glow; ``bins``/``bound`` for its spline) and
 ``context=K`` with ``--conditional`` (class-conditional on the one-hot label of ``K`` classes).
 """
@@ -41,7 +43,9 @@ __all__ = [
 #: Presets that model images only.
 ALWAYS = ("glow",)
 #: Presets with an image form, chosen by ``--image``.
-OPTIONAL = ("realnvp",)
+OPTIONAL = ("realnvp", "residual", "residualflow")
+#: Presets whose ``--hidden`` on images is one channel count.
+CHANNELS = ("glow", "residual", "residualflow")
 #: ``fit`` options of image runs only.
 IMAGE_ONLY = ("levels", "conditional")
 
@@ -52,7 +56,8 @@ def add_options(g: Any) -> None:
         "--image",
         action="store_true",
         default=None,
-        help="keep images as (C, H, W) and fit the preset's image form (realnvp; glow always)",
+        help="keep images as (C, H, W) and fit the preset's image form (realnvp, residual; glow"
+        " always)",
     )
     g.add_argument("--levels", type=arguments.count, help="image flows: levels (squeezes)")
     g.add_argument(
@@ -85,18 +90,19 @@ def kwargs(args: argparse.Namespace, flow: str, ds: data.Dataset) -> dict[str, A
     if args.permutation is not None:
         raise CommandError(f"--permutation does not apply to --flow {flow} on images")
     glow = flow in ALWAYS
+    channels = flow in CHANNELS
     spec: dict[str, Any] = {"shape": list(ds.event_shape)}
     if args.levels is not None:
         spec["levels"] = args.levels
     if args.transforms is not None:
         spec["steps"] = args.transforms
     if args.hidden is not None:
-        if glow and len(args.hidden) != 1:
+        if channels and len(args.hidden) != 1:
             raise CommandError(
-                f"--hidden {','.join(map(str, args.hidden))}: glow takes one channel count,"
-                " e.g. --hidden 256"
+                f"--hidden {','.join(map(str, args.hidden))}: {flow} on images takes one channel"
+                " count, e.g. --hidden 256"
             )
-        spec["hidden"] = args.hidden[0] if glow else args.hidden
+        spec["hidden"] = args.hidden[0] if channels else args.hidden
     if args.coupling is not None:
         if not glow or args.coupling is True:
             raise CommandError(

@@ -43,9 +43,17 @@ PREPROCESS = ("logit", None)
 
 
 def check_image_preset(
-    name: str, shape: Sequence[int], levels: int, steps: int, context: int
+    name: str,
+    shape: Sequence[int],
+    levels: int,
+    steps: int,
+    context: int,
+    squeezes: int | None = None,
 ) -> tuple[int, int, int]:
-    """``shape`` as ``(C, H, W)``, after checking it fits ``levels`` squeezes; ValueError else."""
+    """``shape`` as ``(C, H, W)``, after checking it; ValueError else.
+
+    The image must survive ``squeezes`` halvings (default: ``levels``).
+    """
     shape = tuple(shape)
     if len(shape) != 3 or any(isinstance(s, bool) or not isinstance(s, int) for s in shape):
         raise ValueError(f"{name}: shape must be (C, H, W) of ints, got {shape}")
@@ -55,10 +63,11 @@ def check_image_preset(
             f" shape={shape}, levels={levels}, steps={steps}, context={context}"
         )
     c, h, w = shape
-    side = 2**levels
+    squeezes = levels if squeezes is None else squeezes
+    side = 2**squeezes
     if h % side or w % side:
         raise ValueError(
-            f"{name}: {levels} level(s) halve the image {levels} time(s), so height and width"
+            f"{name}: {levels} level(s) halve the image {squeezes} time(s), so height and width"
             f" must be multiples of {side}, got {h}x{w} (use fewer levels, or pad/crop)"
         )
     return c, h, w
