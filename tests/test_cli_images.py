@@ -112,6 +112,20 @@ def test_realnvp_image_form(tmp_path: Path, capsys) -> None:
     assert "bits/dim" in printed
 
 
+def test_residual_image_form(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "r"
+    code, printed, err = run(capsys, "fit", "--out", out, "--data", "digits", "--flow", "residual",
+                             "--image", "--levels", "2", "--transforms", "1", "--hidden", "4",
+                             "--epochs", "1", "--no-progress", "--no-plots")  # fmt: skip
+    assert code == 0, err
+    assert record(out)["flow"] == {"name": "ResidualFlow", "kwargs": {"shape": [1, 8, 8],
+                                   "levels": 2, "steps": 1, "hidden": 4}}  # fmt: skip
+    assert "bits/dim" in printed and "exact (round trip" in printed
+    wide = fails(capsys, "fit", "--out", tmp_path / "w", "--data", "digits", "--flow", "residual",
+                 "--image", "--hidden", "4,4")  # fmt: skip
+    assert "one channel count" in wide
+
+
 # ---------------------------------------------------------------------------- class-conditional
 def test_conditional_fit_and_sample_by_class(conditional_run: Path, tmp_path: Path, capsys) -> None:
     assert record(conditional_run)["flow"]["kwargs"]["context"] == 10

@@ -194,6 +194,8 @@ def _refuse_changes(args: argparse.Namespace, record: dict) -> None:
     given.update({k: getattr(args, k) for k in recorded if k not in DATA_OPTIONS})
     if args.data is not None:
         given["data"] = data_name(args.data)
+    if given.get("flow") in training.presets():  # an alias names its preset
+        given["flow"] = training.presets()[given["flow"]].lower()
     training.refuse_changes(given, recorded, CHANGEABLE)
 
 
