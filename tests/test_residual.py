@@ -127,3 +127,28 @@ def test_neumann_and_backprop_estimates_have_the_same_value() -> None:
 def test_an_unknown_gradient_is_a_one_line_error() -> None:
     with pytest.raises(ValueError, match="gradient must be one of"):
         T.ResidualBlock(2, gradient="adjoint")
+
+
+def test_auto_trains_narrow_blocks_on_the_exact_log_determinant() -> None:
+    assert T.ResidualBlock(16).exact_ladj and not T.ResidualBlock(17).exact_ladj
+    assert not T.ResidualBlock(2, estimator="roulette").exact_ladj
+    assert T.ResidualBlock(40, estimator="exact").exact_ladj
+    with pytest.raises(ValueError, match="estimator must be one of"):
+        T.ResidualBlock(2, estimator="hutchinson")
+
+
+def test_exact_training_gives_the_eval_value_and_gradient() -> None:
+    block = strong_block("neumann")
+    block.estimator, block.exact_ladj = "exact", True
+    for layer in block.net:  # a settled power iteration: the training update changes nothing
+        if hasattr(layer, "iterations"):
+            layer.iterations = 500
+            layer.update()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    params = list(block.parameters())
+    y_eval, eval_ladj = block.eval()(x)
+    expected = gradients(eval_ladj, params)
+    y, ladj = block.train()(x)
+    torch.testing.assert_close(ladj, eval_ladj)
+    torch.testing.assert_close(y, y_eval)
+    torch.testing.assert_close(gradients(ladj, params), expected)

@@ -9,10 +9,12 @@ from casekit import Case
 from cases.image import moderate, pixels
 
 
-def block(features: int, context: int = 0) -> T.ResidualBlock:
+def block(features: int, context: int = 0, estimator: str = "roulette") -> T.ResidualBlock:
     """A residual block whose layers sit at their Lipschitz bound (so ``g`` is not tiny)."""
     torch.manual_seed(0)
-    t = T.ResidualBlock(features, hidden=(8,), context=context, coeff=0.9, iterations=20)
+    t = T.ResidualBlock(
+        features, hidden=(8,), context=context, coeff=0.9, iterations=20, estimator=estimator
+    )
     with torch.no_grad():
         for layer in t.modules():
             if isinstance(layer, torch.nn.Linear | type(t.net[0])):
@@ -42,9 +44,11 @@ def image_preset(context: int = 0) -> T.Transform:
     return flow.transform
 
 
-def preset(context: int = 0) -> T.Transform:
+def preset(context: int = 0, estimator: str = "roulette") -> T.Transform:
     torch.manual_seed(0)
-    flow = ef.flows.ResidualFlow(features=2, context=context, transforms=2, hidden=(8,))
+    flow = ef.flows.ResidualFlow(
+        features=2, context=context, transforms=2, hidden=(8,), estimator=estimator
+    )
     flow.transform(torch.randn(16, 2), None if not context else torch.randn(16, context))
     return flow.transform
 
@@ -91,6 +95,7 @@ CASES = [
         covers=("ResidualFlow",),
     ),
     Case("residual-2d", lambda: block(2), estimated=True, perturb=0.0),
+    Case("residual-2d-exact-training", lambda: block(2, estimator="exact"), perturb=0.0),
     Case(
         "residual-4d-context",
         lambda: block(4, context=3),
@@ -108,10 +113,9 @@ CASES = [
         covers=("ResidualFlow",),
     ),
     Case(
-        "preset-residualflow-context",
-        lambda: preset(2),
+        "preset-residualflow-auto-exact-context",
+        lambda: preset(2, estimator="auto"),
         context=2,
-        estimated=True,
         perturb=0.0,
         warmup=True,
         covers=("ResidualFlow",),

@@ -23,7 +23,7 @@ from .image import _base, _preprocess, _squeezed, check_image_preset
 __all__ = ["ResidualFlow"]
 
 # The keywords each form records in its config (the other form's are left out).
-_VECTOR_KEYS = ("features", "context", "transforms", "hidden", "coeff", "gradient")
+_VECTOR_KEYS = ("features", "context", "transforms", "hidden", "coeff", "gradient", "estimator")
 _IMAGE_KEYS = ("shape", "context", "levels", "steps", "hidden", "coeff", "gradient", "alpha")
 
 
@@ -33,7 +33,8 @@ class ResidualFlow(Flow):
     Every block is ``y = x + g(x, c)`` with ``g`` spectrally normalized (Lipschitz bound
     ``coeff`` for every layer, so the block is invertible). In training the log-determinants are
     unbiased Russian-roulette estimates (with the memory-saving Neumann-series gradient by
-    default); in eval mode (every reported figure) they are exact. Sampling inverts each block by
+    default), or exact for narrow vectors (``estimator``); in eval mode (every reported figure)
+    they are exact. Sampling inverts each block by
     fixed-point iteration, which raises if it does not converge. Base: standard normal.
 
     **Vectors** (``features=D``): ``transforms`` pairs of ActNorm and
@@ -58,6 +59,9 @@ class ResidualFlow(Flow):
             Neumann series, the default) or ``"backprop"`` (see
             :class:`~exactflow.transforms.ResidualBlock`).
         validate: Check the inputs of direct ``log_prob``/``sample`` calls.
+        estimator: The training log-determinant of the vector blocks: ``"auto"`` (exact up to
+            ``D = 16``, where it is cheaper and trains better, the estimate above), ``"exact"``
+            or ``"roulette"``.
         shape: ``(C, H, W)`` for the image form (instead of ``features``).
         levels: Image levels (the image side must be divisible by ``2^(levels-1)``).
         steps: Residual blocks per level (images).
@@ -83,6 +87,7 @@ class ResidualFlow(Flow):
         coeff: float = 0.97,
         gradient: str = "neumann",
         validate: bool = True,
+        estimator: str = "auto",
         *,
         shape: Sequence[int] | None = None,
         levels: int = 2,
@@ -105,7 +110,9 @@ class ResidualFlow(Flow):
         hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden)
         chain: list[Transform] = []
         for _ in range(transforms):
-            block = ResidualBlock(features, hidden, context, coeff, gradient=gradient)
+            block = ResidualBlock(
+                features, hidden, context, coeff, gradient=gradient, estimator=estimator
+            )
             chain += [ActNorm(features), block]
         super().__init__(Compose(chain), StandardNormal(features), validate=validate)
         self.config = {k: config[k] for k in _VECTOR_KEYS}

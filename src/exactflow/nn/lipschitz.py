@@ -61,10 +61,13 @@ class _Spectral(nn.Module):
         self.u.copy_(u)
         self.v.copy_(v)
 
-    def scaled_weight(self) -> Tensor:
-        """``W / max(1, σ̂/c)`` with ``σ̂ = uᵀ A v``, the weight the layer applies."""
+    def _step(self) -> None:
+        """What a training forward pass does first: one round of power iteration."""
         if self.training and torch.is_grad_enabled() and not tracing():
             self.update()
+
+    def scaled_weight(self) -> Tensor:
+        """``W / max(1, σ̂/c)`` with ``σ̂ = uᵀ A v``, the weight the layer applies."""
         sigma = (self.u * self._operate(self.weight, self.v)).sum()
         return self.weight / torch.clamp(sigma / self.coeff, min=1.0)
 
@@ -129,6 +132,7 @@ class SpectralLinear(_Spectral):
             return torch.linalg.matrix_norm(self.scaled_weight(), ord=2)
 
     def forward(self, x: Tensor) -> Tensor:
+        self._step()
         return F.linear(x, self.scaled_weight(), self.bias)
 
     def extra_repr(self) -> str:
@@ -215,6 +219,7 @@ class SpectralConv2d(_Spectral):
                 f"SpectralConv2d: normalized for {self.size[0]}x{self.size[1]} images, got"
                 f" {tuple(x.shape)}"
             )
+        self._step()
         batch = x.shape[:-3]
         y = F.conv2d(
             x.reshape(-1, *x.shape[-3:]), self.scaled_weight(), self.bias, padding=self.padding

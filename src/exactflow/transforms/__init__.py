@@ -3,6 +3,7 @@
 from . import (
     autoregressive,
     base,
+    conv_residual,
     coupling,
     elementwise,
     image,
@@ -18,6 +19,7 @@ from . import (
 )
 from .autoregressive import *  # noqa: F403
 from .base import *  # noqa: F403
+from .conv_residual import *  # noqa: F403
 from .coupling import *  # noqa: F403
 from .elementwise import *  # noqa: F403
 from .image import *  # noqa: F403
@@ -40,6 +42,7 @@ __all__ = [
     *normalization.__all__,
     *recompute.__all__,
     *residual.__all__,
+    *conv_residual.__all__,
     *variational.__all__,
     *sylvester.__all__,
     *splines.__all__,
