@@ -48,6 +48,22 @@ def check_series(name: str, coeff: float, exact_terms: int, q: float, gradient: 
         raise ValueError(f"{name}: gradient must be one of {GRADIENTS}, got {gradient!r}")
 
 
+def _log_det_identity_plus(jac: Tensor) -> Tensor:
+    """``log|det(I + J)|`` of ``J (n, D, D)``; in closed form for ``D <= 2``.
+
+    With ``‖J‖₂ < 1`` every eigenvalue of ``I + J`` has a positive real part, so the
+    determinant is positive and the closed forms need no absolute value.
+    """
+    d = jac.shape[-1]
+    if d == 1:
+        return torch.log1p(jac[:, 0, 0])
+    if d == 2:
+        a, b, c, e = jac[:, 0, 0], jac[:, 0, 1], jac[:, 1, 0], jac[:, 1, 1]
+        return torch.log((1 + a) * (1 + e) - b * c)
+    eye = torch.eye(d, dtype=jac.dtype, device=jac.device)
+    return torch.linalg.slogdet(eye + jac)[1]
+
+
 class Residual(Transform):
     """What residual blocks share: ``y = x + g(x, c)`` on events of shape :attr:`event`.
 
@@ -323,5 +339,4 @@ class ResidualBlock(Residual):
             weight = layer.scaled_weight()
             jac = weight[:, : self.features].expand(len(h), -1, -1) if jac is None else weight @ jac
             h = F.linear(h, weight, layer.bias)
-        eye = torch.eye(self.features, dtype=rows.dtype, device=rows.device)
-        return h, torch.linalg.slogdet(eye + jac)[1]
+        return h, _log_det_identity_plus(jac)
