@@ -17,7 +17,7 @@ def block(features: int, context: int = 0, estimator: str = "roulette") -> T.Res
     )
     with torch.no_grad():
         for layer in t.modules():
-            if isinstance(layer, torch.nn.Linear | type(t.net[0])):
+            if isinstance(layer, ef.nn.SpectralLinear):
                 layer.weight.mul_(4)
     t(torch.randn(16, features), None if not context else torch.randn(16, context))
     return t

@@ -25,7 +25,8 @@ _JACOBIAN_ENTRIES = 2**24
 class ConvResidualBlock(Residual):
     """``y = x + g(x, c)`` on images, ``g`` a CNN of spectrally normalized convolutions.
 
-    ``g`` is ``conv k×k -> LipSwish -> conv 1×1 -> LipSwish -> conv k×k`` (Chen et al. 2019),
+    ``g`` is ``LipSwish -> conv k×k -> LipSwish -> conv 1×1 -> LipSwish -> conv k×k`` (the
+    pre-activation form of Chen et al. 2019),
     every convolution capped at operator norm ``coeff`` on ``H × W`` images
     (:class:`~exactflow.nn.SpectralConv2d`), so ``Lip(g) <= coeff < 1``. A class context
     ``c (*, K)`` enters the first convolution as ``K`` constant channels.
@@ -79,6 +80,7 @@ class ConvResidualBlock(Residual):
         check_series("ConvResidualBlock", coeff, exact_terms, continue_probability, gradient)
         channels, size = shape[0], shape[1:]
         self.net = nn.Sequential(
+            LipSwish(),
             SpectralConv2d(channels + context, hidden, size, kernel, coeff, iterations),
             LipSwish(),
             SpectralConv2d(hidden, hidden, size, 1, coeff, iterations),

@@ -219,6 +219,10 @@ class Residual(Transform):
 class ResidualBlock(Residual):
     """``y = x + g(x, c)``, ``g`` a network of spectrally normalized layers and LipSwish.
 
+    ``g = W_L ∘ σ ∘ ⋯ ∘ W_1 ∘ σ`` with LipSwish ``σ`` before every layer (the pre-activation
+    form of Chen et al. 2019; on the 2-D eight-Gaussian task it fitted better than the form
+    without the first activation).
+
     Every linear layer of ``g`` is capped at spectral norm ``coeff`` (power-iteration estimate,
     :class:`~exactflow.nn.SpectralLinear`) and LipSwish is 1-Lipschitz, so ``Lip_x(g) <= coeff
     < 1`` and the block is invertible. A context enters ``g``'s first layer beside ``x``.
@@ -303,10 +307,8 @@ class ResidualBlock(Residual):
         check_series("ResidualBlock", coeff, exact_terms, continue_probability, gradient)
         widths = [features + context, *hidden, features]
         layers: list[nn.Module] = []
-        for k, (a, b) in enumerate(itertools.pairwise(widths)):
-            if k:
-                layers.append(LipSwish())
-            layers.append(SpectralLinear(a, b, coeff, iterations))
+        for a, b in itertools.pairwise(widths):  # LipSwish before every layer (pre-activation)
+            layers += [LipSwish(), SpectralLinear(a, b, coeff, iterations)]
         self.net = nn.Sequential(*layers)
         self.features = features
         self.estimator = estimator
@@ -325,18 +327,27 @@ class ResidualBlock(Residual):
     def _exact_pass(self, rows: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
         """``g`` and ``log|det(I + J_g)|`` per row, ``J_g`` multiplied out layer by layer.
 
-        ``J_g = W_L diag(σ'(h_{L-1})) ⋯ diag(σ'(h_1)) W_1[:, :D]`` (the context's columns of
+        ``J_g = W_L diag(σ'(h_{L-1})) ⋯ W_1[:, :D] diag(σ'(x))`` (the context's columns of
         the first layer do not act on ``x``): plain tensor algebra, so it also runs under
         ``torch.compile``, ``torch.export`` and ``torch.func``.
         """
+        d = self.features
         h = rows if c is None else self._join(rows, c)
-        jac = None
+        jac, columns = None, None  # before the first layer: diag(columns) on x's columns
         for layer in self.net:
             if isinstance(layer, LipSwish):
-                jac = layer.derivative(h)[..., None] * jac
+                slope = layer.derivative(h)
+                if jac is not None:
+                    jac = slope[..., None] * jac
+                else:
+                    columns = slope[..., :d] if columns is None else columns * slope[..., :d]
                 h = layer(h)
                 continue
             weight = layer.scaled_weight()
-            jac = weight[:, : self.features].expand(len(h), -1, -1) if jac is None else weight @ jac
+            if jac is None:
+                first = weight[:, :d].expand(len(h), -1, -1)
+                jac = first if columns is None else first * columns[:, None, :]
+            else:
+                jac = weight @ jac
             h = F.linear(h, weight, layer.bias)
         return h, _log_det_identity_plus(jac)
