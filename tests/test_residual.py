@@ -13,7 +13,7 @@ from exactflow import transforms as T
 def test_a_non_contractive_block_cannot_be_inverted_silently() -> None:
     # g(x) = -w₂ · LipSwish(w₁ x) with slope -9 at 0: the fixed-point iteration cannot settle
     block = T.ResidualBlock(1, hidden=(1,)).double().eval()
-    first, last = block.net[1], block.net[3]
+    first, last = block.net[0], block.net[2]
     with torch.no_grad():
         first.weight.fill_(5.0)
         last.weight.fill_(-4.0)
@@ -28,7 +28,7 @@ def test_a_non_contractive_block_cannot_be_inverted_silently() -> None:
 def test_a_training_step_updates_the_normalization_and_eval_does_not() -> None:
     torch.manual_seed(0)
     block = T.ResidualBlock(2, hidden=(8,))
-    first = block.net[1]
+    first = block.net[0]
     before = first.u.clone()
     block(torch.randn(5, 2))  # training mode, gradients on
     assert not torch.equal(first.u, before)

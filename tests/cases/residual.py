@@ -9,11 +9,19 @@ from casekit import Case
 from cases.image import moderate, pixels
 
 
-def block(features: int, context: int = 0, estimator: str = "roulette") -> T.ResidualBlock:
+def block(
+    features: int, context: int = 0, estimator: str = "roulette", preact: bool = False
+) -> T.ResidualBlock:
     """A residual block whose layers sit at their Lipschitz bound (so ``g`` is not tiny)."""
     torch.manual_seed(0)
     t = T.ResidualBlock(
-        features, hidden=(8,), context=context, coeff=0.9, iterations=20, estimator=estimator
+        features,
+        hidden=(8,),
+        context=context,
+        coeff=0.9,
+        iterations=20,
+        estimator=estimator,
+        preact=preact,
     )
     with torch.no_grad():
         for layer in t.modules():
@@ -96,6 +104,14 @@ CASES = [
     ),
     Case("residual-2d", lambda: block(2), estimated=True, perturb=0.0),
     Case("residual-2d-exact-training", lambda: block(2, estimator="exact"), perturb=0.0),
+    Case(
+        "residual-3d-preact-context",
+        lambda: block(3, context=2, preact=True),
+        event_shape=(3,),
+        context=2,
+        estimated=True,
+        perturb=0.0,
+    ),
     Case(
         "residual-4d-context",
         lambda: block(4, context=3),

@@ -23,7 +23,9 @@ from .image import _base, _preprocess, _squeezed, check_image_preset
 __all__ = ["ResidualFlow"]
 
 # The keywords each form records in its config (the other form's are left out).
-_VECTOR_KEYS = ("features", "context", "transforms", "hidden", "coeff", "gradient", "estimator")
+_VECTOR_KEYS = (
+    "features", "context", "transforms", "hidden", "coeff", "gradient", "estimator", "preact"
+)  # fmt: skip
 _IMAGE_KEYS = ("shape", "context", "levels", "steps", "hidden", "coeff", "gradient", "alpha")
 
 
@@ -62,6 +64,8 @@ class ResidualFlow(Flow):
         estimator: The training log-determinant of the vector blocks: ``"auto"`` (exact up to
             ``D = 16``, where it is cheaper and trains better, the estimate above), ``"exact"``
             or ``"roulette"``.
+        preact: A LipSwish before the first layer of every vector block too (see
+            :class:`~exactflow.transforms.ResidualBlock`).
         shape: ``(C, H, W)`` for the image form (instead of ``features``).
         levels: Image levels (the image side must be divisible by ``2^(levels-1)``).
         steps: Residual blocks per level (images).
@@ -88,6 +92,7 @@ class ResidualFlow(Flow):
         gradient: str = "neumann",
         validate: bool = True,
         estimator: str = "auto",
+        preact: bool = False,
         *,
         shape: Sequence[int] | None = None,
         levels: int = 2,
@@ -111,8 +116,9 @@ class ResidualFlow(Flow):
         chain: list[Transform] = []
         for _ in range(transforms):
             block = ResidualBlock(
-                features, hidden, context, coeff, gradient=gradient, estimator=estimator
-            )
+                features, hidden, context, coeff, gradient=gradient, estimator=estimator,
+                preact=preact,
+            )  # fmt: skip
             chain += [ActNorm(features), block]
         super().__init__(Compose(chain), StandardNormal(features), validate=validate)
         self.config = {k: config[k] for k in _VECTOR_KEYS}
