@@ -124,39 +124,73 @@ def config(settings: Settings, steps: int) -> TrainConfig:
     )
 
 
+@dataclass
+class Split:
+    """Training, validation and test draws of a target, and the true ``log p`` of the test set."""
+
+    train: Tensor
+    val: Tensor
+    test: Tensor
+    log_p: Tensor  # (test,), float64
+
+
+def draw_split(target: Density, settings: Settings) -> Split:
+    """Independent seeded draws (float32) for training, validation and test."""
+    seed = settings.seed
+    test = target.sample(settings.test, seed=seed + 3).float()
+    return Split(
+        train=target.sample(settings.train, seed=seed + 1).float(),
+        val=target.sample(settings.val, seed=seed + 2).float(),
+        test=test,
+        log_p=target.log_prob(test.double()),
+    )
+
+
+def score(name: str, steps: int, seconds: float, q: Tensor, split: Split, entropy: Entropy) -> Row:
+    """Test NLL, KL gap and paired KL gap from the flow's ``log q`` of the test set ``(N,)``."""
+    nll, nll_se = mean_se(-q)
+    paired, paired_se = mean_se(split.log_p - q)
+    return Row(
+        preset=name,
+        steps=steps,
+        nll=nll,
+        nll_se=nll_se,
+        gap=nll - entropy.value,
+        gap_se=math.hypot(nll_se, entropy.error),
+        paired=paired,
+        paired_se=paired_se,
+        seconds=seconds,
+    )
+
+
+def known_targets() -> dict[str, Density]:
+    """The benchmark's targets by name: ``8gaussians`` (2-D) and ``gmm16d`` (16-D)."""
+    return {
+        "8gaussians": eight_gaussians(radius=2.0, scale=0.2),
+        "gmm16d": gaussian_mixture(dim=16, components=8, seed=0, spread=2.0, scales=(0.3, 1.0)),
+    }
+
+
 def fit_target(target: Density, entropy: Entropy, settings: Settings) -> list[Row]:
     """Train every preset on samples of ``target``; one row of results per preset."""
-    seed = settings.seed
-    train = target.sample(settings.train, seed=seed + 1).float()
-    val = target.sample(settings.val, seed=seed + 2).float()
-    test = target.sample(settings.test, seed=seed + 3).float()
-    log_p = target.log_prob(test.double())
+    split = draw_split(target, settings)
     rows = []
     for name, make in PRESETS.items():
         steps = settings.iaf_steps if name == "IAF" and target.features > 2 else settings.steps
-        torch.manual_seed(seed)
+        torch.manual_seed(settings.seed)
         flow = make(target.features, 0)
         start = time.perf_counter()
         result = fit(
-            flow, ef.objectives.NLL(), train, config(settings, steps), val=val, progress=False
+            flow,
+            ef.objectives.NLL(),
+            split.train,
+            config(settings, steps),
+            val=split.val,
+            progress=False,
         )
         seconds = time.perf_counter() - start
-        q = ef.metrics.log_density(result.flow, test)
-        nll, nll_se = mean_se(-q)
-        paired, paired_se = mean_se(log_p - q)
-        rows.append(
-            Row(
-                preset=name,
-                steps=result.steps,
-                nll=nll,
-                nll_se=nll_se,
-                gap=nll - entropy.value,
-                gap_se=math.hypot(nll_se, entropy.error),
-                paired=paired,
-                paired_se=paired_se,
-                seconds=seconds,
-            )
-        )
+        q = ef.metrics.log_density(result.flow, split.test)
+        rows.append(score(name, result.steps, seconds, q, split, entropy))
         print(f"  {name:22s} KL gap {rows[-1].gap:8.4f}  ({seconds:6.1f} s)", file=sys.stderr)
     return rows
 
@@ -298,10 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(settings.seed)
     command = "python benchmarks/fit_known.py " + " ".join(sys.argv[1:] if argv is None else argv)
     started = time.perf_counter()
-    targets = {
-        "8gaussians": eight_gaussians(radius=2.0, scale=0.2),
-        "gmm16d": gaussian_mixture(dim=16, components=8, seed=0, spread=2.0, scales=(0.3, 1.0)),
-    }
+    targets = known_targets()
     sections = []
     for title, target in targets.items():
         print(f"{title}: entropy ...", file=sys.stderr)

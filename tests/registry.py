@@ -23,12 +23,14 @@ FAMILIES = (
     "variational",
     "splines",
     "monotonic",
+    "bnaf",
     "coupling",
     "autoregressive",
     "recompute",
     "presets",
     "image",
     "residual",
+    "continuous",
 )
 
 

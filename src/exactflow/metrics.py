@@ -289,9 +289,10 @@ def evaluate(
     Returns:
         ``split``, ``points``, ``nll``, ``nll_stderr``; ``bits_per_dim`` for quantized data
         (``dataset.levels``); ``entropy``, ``entropy_error``, ``entropy_method`` and ``kl_gap``
-        when the density is known; and ``certificate`` (:func:`certificate` on the first
-        ``points`` rows). Values JSON cannot hold (a NaN standard error of one point, an
-        infinite NLL) are ``None``.
+        when the density is known; ``nfe`` for a flow with continuous-time steps (the
+        evaluations of their dynamics in the solve of the last batch, summed over the steps);
+        and ``certificate`` (:func:`certificate` on the first ``points`` rows). Values JSON
+        cannot hold (a NaN standard error of one point, an infinite NLL) are ``None``.
 
     Raises:
         ValueError: The split is unknown or empty.
@@ -313,6 +314,9 @@ def evaluate(
         "nll": _finite(mean),
         "nll_stderr": _finite(stderr),
     }
+    counts = [m.nfe for m in flow.modules() if isinstance(getattr(m, "nfe", None), int)]
+    if counts:  # continuous-time steps: evaluations of their dynamics in the last batch's solve
+        report["nfe"] = sum(counts)
     if dataset.levels is not None:
         report["bits_per_dim"] = _finite(
             float(bits_per_dim(mean, dataset.features, dataset.levels))

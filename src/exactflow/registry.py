@@ -282,6 +282,10 @@ for _preset in (
     flows.Sylvester,
     flows.Glow,
     flows.ResidualFlow,
+    flows.NAF,
+    flows.UMNN,
+    flows.BNAF,
+    flows.FFJORD,
     DenseVAE,
     Dequantized,
 ):

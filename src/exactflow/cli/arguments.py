@@ -78,6 +78,17 @@ def nonnegative(text: str) -> int:
     return value
 
 
+def weight(text: str) -> float:
+    """A finite number ``>= 0`` (a regularizer's weight)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
 def hidden(text: str) -> list[int]:
     """Hidden widths such as ``64,64``."""
     try:

@@ -63,7 +63,9 @@ CHANGEABLE = ("lr", "weight_decay", "clip_grad", "patience", "epochs", "steps",
               "checkpoint_every", "device", "compile")  # fmt: skip
 # Options of one kind of model only.
 ONLY_FLOW = ("flow", "bins", "bound", "permutation", "coupling", "no_standardize", "image",
-             *image_runs.IMAGE_ONLY)  # fmt: skip
+             "kinetic", "jacobian_norm", *image_runs.IMAGE_ONLY)  # fmt: skip
+# The NLL's regularizers of continuous-time flows: option -> key of run.json's objective.
+REGULARIZERS = {"kinetic": "kinetic", "jacobian_norm": "jacobian"}
 ONLY_VAE = ("posterior", "latent", "likelihood", "context", "kind", "objective", "k", "eval_k")
 
 
@@ -79,6 +81,14 @@ def add_parser(sub: Any) -> None:
     flow_options = p.add_argument_group("flow")
     training.add_flow_options(flow_options)
     image_runs.add_options(flow_options)
+    flow_options.add_argument(
+        "--kinetic", type=arguments.weight, help="ffjord: weight of the kinetic-energy penalty"
+    )
+    flow_options.add_argument(
+        "--jacobian-norm",
+        type=arguments.weight,
+        help="ffjord: weight of the Jacobian Frobenius-norm penalty",
+    )
     vae.add_options(p)
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=arguments.count)
@@ -152,6 +162,14 @@ def _new_record(args: argparse.Namespace, out: Path) -> tuple[dict, TrainConfig]
         if image:  # filled in from the images once they are loaded
             kwargs = {"shape": None}
         record["flow"] = {"name": training.presets()[_given(args, "flow")], "kwargs": kwargs}
+        weights = {REGULARIZERS[k]: getattr(args, k) for k in REGULARIZERS if getattr(args, k)}
+        if weights:
+            if record["flow"]["name"] != "FFJORD":
+                raise CommandError(
+                    "--kinetic and --jacobian-norm regularize continuous-time flows (--flow"
+                    f" ffjord), not --flow {_given(args, 'flow')}"
+                )
+            record["objective"] = {"name": "nll", **weights}
     record["train"] = config.to_dict()
     return record, config
 
@@ -188,6 +206,8 @@ def _refuse_changes(args: argparse.Namespace, record: dict) -> None:
         recorded.update(
             flow=spec["name"].lower(), no_standardize=not record["train"].get("standardize", False)
         )
+        weights = record.get("objective", {})
+        recorded.update({k: weights.get(key) for k, key in REGULARIZERS.items()})
     recorded.update({k: record["data"]["options"].get(k) for k in DATA_OPTIONS})
     recorded.update({k: record["train"].get(k) for k in TRAIN_FIXED})
     given = data_options(args)
@@ -300,7 +320,11 @@ def _fit_into(
         objective = objectives.NLL()
         train_data, val = image_runs.training_data(spec, pixels, ds, config)
     else:
-        objective, train_data = objectives.NLL(), ds.train
+        weights = record.get("objective", {})
+        objective = objectives.NLL(
+            **{k: weights[k] for k in ("kinetic", "jacobian") if k in weights}
+        )
+        train_data = ds.train
 
     def trainer() -> Any:
         return fit(

@@ -88,6 +88,8 @@ def format_report(name: str, report: dict[str, Any]) -> str:
             f"true entropy {_number(report['entropy'])} ({report['entropy_method']}),"
             f" KL gap {_number(report['kl_gap'])} nats"
         )
+    if isinstance(report.get("nfe"), int):
+        parts.append(f"{report['nfe']} evaluations of the ODE's dynamics per batch")
     certificate = report.get("certificate")
     if isinstance(certificate, dict):
         parts.append(_format_certificate(certificate))

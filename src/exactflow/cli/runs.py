@@ -244,9 +244,21 @@ def _check_target(value: Any, path: object) -> None:
 
 
 def _check_objective(value: Any, path: object) -> None:
-    _keys(value, path, "objective", {"name", "k", "samples", "val_samples"}, {"name"})
+    optional = {"name", "k", "samples", "val_samples", "kinetic", "jacobian"}
+    _keys(value, path, "objective", optional, {"name"})
     name = value["name"]
     _expect(name in OBJECTIVES, path, "objective.name", f"one of {sorted(OBJECTIVES)}", name)
+    for key in ("kinetic", "jacobian"):  # the NLL's regularizers of continuous-time flows
+        if key in value:
+            item = value[key]
+            number = isinstance(item, int | float) and not isinstance(item, bool)
+            _expect(
+                number and math.isfinite(item) and item >= 0,
+                path,
+                f"objective.{key}",
+                "a finite number >= 0",
+                item,
+            )
     for key in ("k", "samples", "val_samples"):
         if key in value:
             item = value[key]

@@ -7,10 +7,21 @@ Every preset takes the same keywords: ``features`` (data width; image presets ta
 returns an :class:`exactflow.Flow`.
 """
 
-from . import autoregressive, coupling, image, residual, splines, variational
+from . import (
+    autoregressive,
+    continuous,
+    coupling,
+    image,
+    neural,
+    residual,
+    splines,
+    variational,
+)
 from .autoregressive import *  # noqa: F403
+from .continuous import *  # noqa: F403
 from .coupling import *  # noqa: F403
 from .image import *  # noqa: F403
+from .neural import *  # noqa: F403
 from .residual import *  # noqa: F403
 from .splines import *  # noqa: F403
 from .variational import *  # noqa: F403
@@ -22,4 +33,6 @@ __all__ = [
     *variational.__all__,
     *image.__all__,
     *residual.__all__,
+    *neural.__all__,
+    *continuous.__all__,
 ]

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..distributions import StandardNormal
 from ..flow import Flow
-from ..transforms import AffineMap, Compose
-from .chains import autoregressive_layers, check_preset, config_of
+from ..transforms import AffineMap
+from .chains import autoregressive_flow, config_of
 
 __all__ = ["IAF", "MAF"]
 
@@ -56,20 +55,7 @@ class MAF(Flow):
         scale_bound: float | None = 3.0,
         validate: bool = True,
     ) -> None:
-        config = config_of(locals())
-        check_preset("MAF", features, transforms, permutation)
-        steps = autoregressive_layers(
-            AffineMap(scale_bound),
-            features,
-            context,
-            transforms,
-            hidden,
-            permutation,
-            residual,
-            seed,
-        )
-        super().__init__(Compose(steps), StandardNormal(features), validate=validate)
-        self.config = config
+        autoregressive_flow(self, "MAF", AffineMap(scale_bound), config_of(locals()), validate)
 
 
 class IAF(Flow):
@@ -115,18 +101,6 @@ class IAF(Flow):
         scale_bound: float | None = 3.0,
         validate: bool = True,
     ) -> None:
-        config = config_of(locals())
-        check_preset("IAF", features, transforms, permutation)
-        steps = autoregressive_layers(
-            AffineMap(scale_bound),
-            features,
-            context,
-            transforms,
-            hidden,
-            permutation,
-            residual,
-            seed,
-            inverse=True,
+        autoregressive_flow(
+            self, "IAF", AffineMap(scale_bound), config_of(locals()), validate, inverse=True
         )
-        super().__init__(Compose(steps), StandardNormal(features), validate=validate)
-        self.config = config

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
+from torch import nn
 
+from ..distributions import StandardNormal
+from ..flow import Flow
 from ..transforms import (
+    Compose,
     Coupling,
     ElementwiseMap,
     Inverse,
@@ -16,7 +21,13 @@ from ..transforms import (
 )
 from ..transforms.coupling import coupling_mask
 
-__all__ = ["autoregressive_layers", "check_preset", "config_of", "coupling_layers"]
+__all__ = [
+    "autoregressive_flow",
+    "autoregressive_layers",
+    "check_preset",
+    "config_of",
+    "coupling_layers",
+]
 
 _PERMUTATIONS = ("reverse", "random", "lu")
 
@@ -32,6 +43,15 @@ def check_preset(name: str, features: int, transforms: int, permutation: str | N
         )
     if permutation is not None and permutation not in _PERMUTATIONS:
         raise ValueError(f"{name}: permutation must be one of {_PERMUTATIONS}, got {permutation!r}")
+
+
+def _own(map: ElementwiseMap) -> ElementwiseMap:
+    """The map for one more layer: a copy if it holds parameters, else the map itself.
+
+    A map that is an ``nn.Module`` (UMNN's integrand network) is copied so that the layers do
+    not share weights (nor a checkpoint's tensors).
+    """
+    return copy.deepcopy(map) if isinstance(map, nn.Module) else map
 
 
 def _chain(layers: list[Transform], features: int, permutation: str) -> list[Transform]:
@@ -68,7 +88,12 @@ def coupling_layers(
             mask = coupling_mask(features, "alternating") ^ (k % 2 == 1)
         layers.append(
             Coupling(
-                map, mask, hidden=hidden, context=context, features=features, residual=residual
+                _own(map),
+                mask,
+                hidden=hidden,
+                context=context,
+                features=features,
+                residual=residual,
             )
         )
     return _chain(layers, features, permutation)
@@ -100,7 +125,9 @@ def autoregressive_layers(
         else:
             order = torch.arange(1, features + 1)
             order = order.flip(0) if k % 2 == 1 else order
-        layer = MaskedAutoregressive(map, features, hidden, context, order=order, residual=residual)
+        layer = MaskedAutoregressive(
+            _own(map), features, hidden, context, order=order, residual=residual
+        )
         layers.append(Inverse(layer) if inverse else layer)
     return _chain(layers, features, permutation)
 
@@ -117,3 +144,36 @@ def config_of(arguments: dict[str, object]) -> dict:
         for k, v in arguments.items()
         if k not in ("self", "validate", "__class__")
     }
+
+
+def autoregressive_flow(
+    flow: Flow,
+    name: str,
+    map: ElementwiseMap,
+    settings: dict,
+    validate: bool,
+    inverse: bool = False,
+) -> None:
+    """Initialize ``flow`` as masked autoregressive layers of ``map`` on a standard normal base.
+
+    ``settings`` is the preset's ``config_of(locals())``, from which ``features``, ``context``,
+    ``transforms``, ``hidden``, ``permutation``, ``residual`` and ``seed`` are read (the
+    presets MAF, IAF, NAF and UMNN differ only in their map); it becomes ``flow.config``.
+    """
+    features, transforms, permutation = (
+        settings["features"], settings["transforms"], settings["permutation"]
+    )  # fmt: skip
+    check_preset(name, features, transforms, permutation)
+    steps = autoregressive_layers(
+        map,
+        features,
+        settings["context"],
+        transforms,
+        settings["hidden"],
+        permutation,
+        settings["residual"],
+        settings["seed"],
+        inverse=inverse,
+    )
+    Flow.__init__(flow, Compose(steps), StandardNormal(features), validate=validate)
+    flow.config = settings

@@ -3,6 +3,8 @@
 from . import (
     autoregressive,
     base,
+    bnaf,
+    continuous,
     conv_residual,
     coupling,
     elementwise,
@@ -15,10 +17,13 @@ from . import (
     shape,
     splines,
     sylvester,
+    umnn,
     variational,
 )
 from .autoregressive import *  # noqa: F403
 from .base import *  # noqa: F403
+from .bnaf import *  # noqa: F403
+from .continuous import *  # noqa: F403
 from .conv_residual import *  # noqa: F403
 from .coupling import *  # noqa: F403
 from .elementwise import *  # noqa: F403
@@ -31,6 +36,7 @@ from .residual import *  # noqa: F403
 from .shape import *  # noqa: F403
 from .splines import *  # noqa: F403
 from .sylvester import *  # noqa: F403
+from .umnn import *  # noqa: F403
 from .variational import *  # noqa: F403
 
 __all__ = [
@@ -43,10 +49,13 @@ __all__ = [
     *recompute.__all__,
     *residual.__all__,
     *conv_residual.__all__,
+    *continuous.__all__,
     *variational.__all__,
     *sylvester.__all__,
     *splines.__all__,
     *monotonic.__all__,
+    *umnn.__all__,
+    *bnaf.__all__,
     *coupling.__all__,
     *autoregressive.__all__,
 ]

@@ -49,10 +49,11 @@ def check_series(name: str, coeff: float, exact_terms: int, q: float, gradient: 
 
 
 def _log_det_identity_plus(jac: Tensor) -> Tensor:
-    """``log|det(I + J)|`` of ``J (n, D, D)``; in closed form for ``D <= 2``.
+    """``log|det(I + J)|`` of ``J (n, D, D)``, or of its transpose (the same).
 
-    With ``‖J‖₂ < 1`` every eigenvalue of ``I + J`` has a positive real part, so the
-    determinant is positive and the closed forms need no absolute value.
+    In closed form for ``D <= 2``. With ``‖J‖₂ < 1`` every eigenvalue of ``I + J`` has a
+    positive real part, so the determinant is positive and the closed forms need no absolute
+    value.
     """
     d = jac.shape[-1]
     if d == 1:
@@ -339,21 +340,23 @@ class ResidualBlock(Residual):
         """
         d = self.features
         h = rows if c is None else self._join(rows, c)
-        jac, columns = None, None  # before the first layer: diag(columns) on x's columns
+        # The transposed Jacobian so far, (n, D, width): each layer is then one matrix product
+        # of (n·D, width) rows. ``columns``: the slopes of activations before the first layer.
+        jac_t, columns = None, None
         for layer in self.net:
             if isinstance(layer, LipSwish):
                 slope = layer.derivative(h)
-                if jac is not None:
-                    jac = slope[..., None] * jac
+                if jac_t is not None:
+                    jac_t = jac_t * slope[:, None, :]
                 else:
                     columns = slope[..., :d] if columns is None else columns * slope[..., :d]
                 h = layer(h)
                 continue
             weight = layer.scaled_weight()
-            if jac is None:
-                first = weight[:, :d].expand(len(h), -1, -1)
-                jac = first if columns is None else first * columns[:, None, :]
+            if jac_t is None:
+                first = weight[:, :d].T.expand(len(h), -1, -1)
+                jac_t = first if columns is None else first * columns[:, :, None]
             else:
-                jac = weight @ jac
+                jac_t = F.linear(jac_t, weight)
             h = F.linear(h, weight, layer.bias)
-        return h, _log_det_identity_plus(jac)
+        return h, _log_det_identity_plus(jac_t)
