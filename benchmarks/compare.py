@@ -552,6 +552,15 @@ def run_model(model: str, settings: Settings, data: Data) -> list[Row]:
 # ---------------------------------------------------------------- the report
 
 
+def mean_sd(values: list[float], digits: int = 3) -> str:
+    """``mean ± sd`` of ``values`` (one value alone; a dash for none)."""
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
 def ratio(a: float, b: float) -> str:
     return "—" if math.isnan(a) or math.isnan(b) else f"{a / b:.2f}x"
 

@@ -55,7 +55,7 @@ from pathlib import Path
 
 import fit_known
 import torch
-from compare import log
+from compare import log, mean_sd
 from torch import Tensor, nn
 
 import exactflow as ef
@@ -620,14 +620,6 @@ def speed(s: Settings, results: Results) -> None:
 
 
 # ---------------------------------------------------------------- the report
-
-
-def mean_sd(values: list[float], digits: int = 3) -> str:
-    if not values:
-        return "—"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def spread(values: list[float]) -> float:

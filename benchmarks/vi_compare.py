@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from compare import Model, log, ratio, time_models
+from compare import Model, log, mean_sd, ratio, time_models
 from compare import Settings as TimingSettings
 from torch import Tensor, nn
 
@@ -308,14 +308,6 @@ QUICK = {
 
 def ok(fits: list[Fit]) -> list[Fit]:
     return [f for f in fits if not f.diverged and not math.isnan(f.kl)]
-
-
-def mean_sd(values: list[float], digits: int = 3) -> str:
-    if not values:
-        return "—"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def row_cells(row: Row, fastest: float, log_z: float, n: int) -> str:
