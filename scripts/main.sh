@@ -10,7 +10,7 @@
 # Safe to run again: each fit replaces its run folder (--overwrite), once the new run is done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh ode  # FFJORD solves its ODE with torchdiffeq
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 ef=.venv/bin/exactflow
 progress=()
