@@ -19,7 +19,7 @@ progress=()
 $ef fit --data moons --flow nsf --transforms 4 --hidden 64,64 --bins 8 \
     --epochs 12 --lr 2e-3 --checkpoint-every 100 --out runs/moons --overwrite "${progress[@]}"
 $ef fit --data moons --flow ffjord --hidden 64,64 --kinetic 0.01 --jacobian-norm 0.01 \
-    --epochs 4 --lr 3e-3 --out runs/moons-ffjord --overwrite "${progress[@]}"
+    --epochs 6 --lr 5e-3 --out runs/moons-ffjord --overwrite "${progress[@]}"
 $ef fit --data digits --flow maf --transforms 5 --hidden 128,128 \
     --epochs 300 --lr 1e-3 --patience 15 --out runs/digits --overwrite "${progress[@]}"
 $ef sample runs/digits -n 64 -o runs/digits/figures/sample-grid.png

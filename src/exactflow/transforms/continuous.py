@@ -123,8 +123,9 @@ class ContinuousFlow(Transform):
     **Inverse**: the same ODE from ``T`` back to ``0``, ``ladj`` negated; a round trip is
     exact to the solver's tolerance. **Cost**: every step of an adaptive solver reads its error
     on the host (one synchronization per step); :attr:`nfe` counts the evaluations of ``f`` of
-    the last solve. With ``adjoint=True`` gradients come from the adjoint ODE (memory
-    independent of the number of steps). **Tracers** (``torch.func`` transforms,
+    the last solve. With ``adjoint=True`` training gradients come from the adjoint ODE (memory
+    independent of the number of steps); in eval mode gradients go through the solver's steps
+    (the exact derivative of the computed map). **Tracers** (``torch.func`` transforms,
     ``torch.compile``, ``torch.export``) cannot follow host-side step control nor torchdiffeq's
     internals: under them the solve is the classic RK4 on ``traced_steps`` equal steps
     (error ``O(h⁴)``, no adjoint), which agrees with the adaptive solve to about the solvers'
@@ -314,9 +315,12 @@ class ContinuousFlow(Transform):
         atol, rtol = self._tolerances(times.dtype)
         options = {"step_size": self.step_size} if self.solver in FIXED else None
         kwargs = dict(rtol=rtol, atol=atol, method=self.solver, options=options)
-        if self.adjoint and torch.is_grad_enabled():
+        if self.adjoint and self.training and torch.is_grad_enabled():
             # The adjoint differentiates through f's parameters, and through a context that
-            # needs a gradient (torchdiffeq drops the entries that need none).
+            # needs a gradient (torchdiffeq drops the entries that need none). In eval mode
+            # gradients go through the solver's steps instead: the exact derivative of the map
+            # computed (the one the exactness certificate compares against), not the adjoint
+            # ODE's approximation of it.
             params = (*self.net.parameters(), *(() if c is None else (c,)))
             return torchdiffeq.odeint_adjoint(
                 dynamics, state, times, adjoint_params=params, **kwargs
