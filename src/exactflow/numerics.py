@@ -145,8 +145,9 @@ def solve_increasing(
 
     **Non-convergence is an error**: when some entry is still outside the tolerance after
     ``max_iter`` iterations, ``FloatingPointError`` names ``name``, the largest residual and
-    the tolerance. Under :func:`tracing` (compile, export, vmap, grad) nothing is read back to
-    the host: the full budget runs and unconverged entries come back NaN, never wrong numbers.
+    the tolerance. Where values cannot be read (:func:`values_readable` is false: compile,
+    export, vmap) nothing is read back to the host: the full budget runs and unconverged
+    entries come back NaN, never wrong numbers.
 
     Gradients are exact, not those of the iterations: the iterations run without autograd, and
     one Newton step ``x = x* - (f(x*) - target) / f'(x*)`` is taken with autograd at the
@@ -183,7 +184,7 @@ def solve_increasing(
 
     """
     tol = tolerance(target.dtype) if tol is None else tol
-    traced = tracing()
+    traced = not values_readable()
     with torch.no_grad():
         t = target.detach()
         lo, hi = torch.broadcast_tensors(lower.detach(), upper.detach(), t)[:2]
