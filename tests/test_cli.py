@@ -436,3 +436,21 @@ def test_corrupted_checkpoint(
     assert str(best) in line and "checkpoint" in line
     assert listing(moons_copy) == before, "the failed command modified the run folder"
     assert not target.exists()
+
+
+def test_version_and_a_closed_pipe() -> None:
+    import exactflow
+
+    done = subprocess.run(
+        [sys.executable, "-m", "exactflow", "--version"], capture_output=True, text=True
+    )
+    assert done.stdout.strip() == f"exactflow {exactflow.__version__}"
+    # `exactflow list | head -1`: the reader is gone before the listing is written (its read
+    # end is closed at once): no error message, SIGPIPE's exit code.
+    read, write = os.pipe()
+    os.close(read)
+    listing = subprocess.run(
+        [sys.executable, "-m", "exactflow", "list"], stdout=write, stderr=subprocess.PIPE
+    )
+    os.close(write)
+    assert listing.returncode == 141 and b"error" not in listing.stderr, listing.stderr

@@ -48,7 +48,7 @@ __all__ = [
     "train",
     "transforms",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the package version (pyproject.toml reads it from here)
 
 
 def __getattr__(name: str) -> Any:

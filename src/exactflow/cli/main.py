@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from types import ModuleType
 from typing import NoReturn
 
+from .. import __version__
 from .errors import CommandError, one_line
 
 __all__ = ["build_parser", "entry", "main"]
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         " unnormalized density (vi), or as a VAE's posterior (fit --model vae); then eval,"
         " sample, plot and compare the runs.",
     )
+    parser.add_argument("--version", action="version", version=f"exactflow {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for module in _commands().values():
         module.add_parser(sub)
@@ -103,6 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`exactflow list | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a program killed by the signal would end
     except Exception as e:
         if os.environ.get("EXACTFLOW_TRACEBACK"):
             raise
