@@ -46,6 +46,8 @@ class BaseDistribution(nn.Module):
     """
 
     context: int = 0
+    has_rsample: bool = True
+    """Whether :meth:`rsample` draws differentiably (a mixture's discrete pick does not)."""
 
     def __init__(self, event_shape: ShapeLike) -> None:
         super().__init__()
@@ -142,6 +144,8 @@ class GaussianMixture(BaseDistribution):
         components: Number of components ``K``.
 
     """
+
+    has_rsample = False
 
     def __init__(self, features: int, components: int = 8) -> None:
         super().__init__(features)

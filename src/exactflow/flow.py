@@ -10,12 +10,15 @@ and is sampled by drawing ``z ~ p_base`` and returning ``T^{-1}(z)``.
 from __future__ import annotations
 
 import itertools
+import json
+import sys
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Distribution, constraints
+from torch.distributions import constraints
 
 from .distributions import BaseDistribution, ShapeLike, as_shape
+from .flow_distribution import FlowDistribution
 from .numerics import tracing
 from .transforms.base import Transform, sum_events
 
@@ -135,6 +138,24 @@ class Flow(nn.Module):
     def context(self) -> int:
         """Context width the flow is conditioned on (0: unconditional)."""
         return max(self.transform.context, self.base.context)
+
+    @property
+    def config(self) -> dict | None:
+        """The preset's constructor keywords as JSON values (a checkpoint's spec saves them).
+
+        Set by presets (``self.config = config_of(locals())``); a hand-built flow has none
+        (``AttributeError``). Kept as JSON text and read back as a fresh dict: the flow holds
+        no lists inside dicts, which tools that walk a module's attributes and rebuild the
+        containers they meet cannot handle (sbi's ``VIPosterior`` walks its ``q`` that way).
+        """
+        text = self.__dict__.get("_config")
+        if text is None:
+            raise AttributeError(f"{type(self).__name__} has no config (not built by a preset)")
+        return json.loads(text)
+
+    @config.setter
+    def config(self, value: dict | None) -> None:
+        self.__dict__["_config"] = json.dumps(value)
 
     def upgrade_weights(self, weights: dict[str, Tensor], version: int) -> dict[str, Tensor]:
         """Weights from a checkpoint of an older format ``version``, in this flow's layout.
@@ -268,77 +289,14 @@ class Flow(nn.Module):
             return x, self.base.log_prob(z, context) - sum_events(ladj, self._extra)
 
     def forward(self, context: Tensor | None = None) -> FlowDistribution:
-        """A ``torch.distributions.Distribution`` view of this flow (conditioned on ``context``)."""
+        """A ``torch.distributions.Distribution`` view of this flow (conditioned on ``context``).
+
+        Once the program has imported Pyro (exactflow never does), the view is a
+        :class:`~exactflow.integrations.pyro.PyroFlowDistribution`, which ``pyro.sample``,
+        ``.to_event``, plates and ``Predictive`` take; otherwise a :class:`FlowDistribution`.
+        """
+        if "pyro" in sys.modules:  # a dictionary lookup: imports nothing
+            from .integrations.pyro import PyroFlowDistribution
+
+            return PyroFlowDistribution(self, context)
         return FlowDistribution(self, context)
-
-
-class FlowDistribution(Distribution):
-    """A :class:`Flow` seen as a ``torch.distributions.Distribution``.
-
-    With a context of shape ``(*B, C)``, ``batch_shape == B`` and ``event_shape`` is the flow's.
-    An unconditional flow has ``batch_shape == ()`` until :meth:`expand` gives it one (Pyro's
-    plates do): then its draws are independent over ``B`` and ``log_prob`` broadcasts to
-    ``B``. Works wherever torch expects a distribution (``Independent``, ``kl`` by sampling,
-    Pyro-style ``log_prob``/``rsample``). Built by calling the flow: ``flow(context)``.
-
-    Example:
-        >>> import torch, exactflow as ef
-        >>> d = ef.flows.MAF(features=2, transforms=1)().expand((3,))
-        >>> d.sample((5,)).shape, d.log_prob(torch.zeros(2)).shape
-        (torch.Size([5, 3, 2]), torch.Size([3]))
-
-    """
-
-    arg_constraints: dict = {}  # noqa: RUF012  (torch reads this class attribute)
-    has_rsample = True
-
-    def __init__(
-        self, flow: Flow, context: Tensor | None = None, batch_shape: ShapeLike = ()
-    ) -> None:
-        if context is not None:
-            context = flow._prepare_context(context)
-            batch_shape = context.shape[:-1]
-        elif flow.context:
-            flow._prepare_context(None)  # raises the "needs a context" error
-        self.flow = flow
-        self.context = context
-        super().__init__(as_shape(batch_shape), flow.event_shape, validate_args=False)
-
-    @property
-    def support(self) -> constraints.Constraint:
-        return constraints.independent(self.flow.transform.domain, len(self.event_shape))
-
-    def _shape(self, sample_shape: ShapeLike) -> torch.Size:
-        """Sample shape for the flow: an expanded unconditional flow draws ``(*S, *B)`` points."""
-        shape = as_shape(sample_shape)
-        return shape + self.batch_shape if self.context is None else shape
-
-    def _broadcast(self, log_prob: Tensor) -> Tensor:
-        if self.context is not None or not self.batch_shape:
-            return log_prob
-        return log_prob.expand(torch.broadcast_shapes(log_prob.shape, self.batch_shape))
-
-    def log_prob(self, value: Tensor) -> Tensor:
-        return self._broadcast(self.flow.log_prob(value, self.context))
-
-    def rsample(self, sample_shape: ShapeLike = torch.Size()) -> Tensor:  # noqa: B008
-        return self.flow.rsample(self._shape(sample_shape), self.context)
-
-    def sample(self, sample_shape: ShapeLike = torch.Size()) -> Tensor:  # noqa: B008
-        return self.flow.sample(self._shape(sample_shape), self.context)
-
-    def sample_and_log_prob(self, sample_shape: ShapeLike = torch.Size()) -> tuple:  # noqa: B008
-        return self.flow.sample_and_log_prob(self._shape(sample_shape), self.context)
-
-    def expand(self, batch_shape: ShapeLike, _instance: object = None) -> FlowDistribution:
-        batch_shape = as_shape(batch_shape)
-        if self.context is None:
-            return FlowDistribution(self.flow, batch_shape=batch_shape)
-        context = self.context.expand(batch_shape + self.context.shape[-1:])
-        return FlowDistribution(self.flow, context)
-
-    def __repr__(self) -> str:
-        return (
-            f"FlowDistribution(batch_shape={tuple(self.batch_shape)},"
-            f" event_shape={tuple(self.event_shape)})"
-        )

@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -77,6 +78,14 @@ class Objective(ABC):
     def metric(self, model: nn.Module, x: Tensor | None, context: Tensor | None = None) -> Tensor:
         """Per-row validation metric ``(B,)`` in eval mode, averaged by the trainer (the loss)."""
         return self.loss(model, x, context)
+
+    def shard(self, rank: int, world: int) -> Objective:
+        """The objective for rank ``rank`` of ``world`` training processes (default: itself).
+
+        The trainer shares out the batches of an objective with data; one that draws its own
+        samples returns a copy that draws rank ``rank``'s share of them.
+        """
+        return self
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -263,6 +272,27 @@ class ReverseKL(Objective):
 
     def metric(self, model: nn.Module, x: Tensor | None, context: Tensor | None = None) -> Tensor:
         return self._estimate(model, self.val_samples)
+
+    def shard(self, rank: int, world: int) -> ReverseKL:
+        """A copy drawing rank ``rank``'s share of ``samples`` and ``val_samples``.
+
+        The shares' sizes differ by at most one and add up to the whole.
+
+        Example:
+            >>> objective = ReverseKL(lambda z: -(z**2).sum(-1), samples=10, val_samples=7)
+            >>> [objective.shard(r, 3).samples for r in range(3)]
+            [4, 3, 3]
+
+        """
+        if min(self.samples, self.val_samples) < world:
+            raise ValueError(
+                f"ReverseKL: samples ({self.samples}) and val_samples ({self.val_samples}) must be"
+                f" at least the number of processes ({world})"
+            )
+        share = copy.copy(self)
+        share.samples = self.samples // world + (rank < self.samples % world)
+        share.val_samples = self.val_samples // world + (rank < self.val_samples % world)
+        return share
 
     def _estimate(self, model: nn.Module, n: int) -> Tensor:
         z, log_q = model.rsample_and_log_prob((n,))

@@ -26,6 +26,7 @@ import torch
 from .. import checkpoint, objectives, registry
 from ..data import Dataset
 from ..train import TrainConfig, fit
+from ..train.distributed import launch
 from . import arguments, image_runs, training, vae
 from .datasets import data_name, data_options, load_data, load_images
 from .errors import CommandError, one_line
@@ -311,7 +312,8 @@ def _fit_into(
     image_shape = record["image_shape"]
     image = pixels is not None
     points = "x".join(map(str, ds.event_shape)) + " images" if image else f"{ds.features}-D"
-    print(f"fitting {spec['name']} to {ds.name} ({len(ds.train)} train points, {points})")
+    if launch().main:
+        print(f"fitting {spec['name']} to {ds.name} ({len(ds.train)} train points, {points})")
     val = ds.val
     if is_vae:
         objective = vae.objective(record["objective"])
@@ -339,6 +341,8 @@ def _fit_into(
         )
 
     result, caught = training.train(folder, record, trainer, created=created, resume=resume)
+    if not launch().main:  # under torchrun, rank 0 alone evaluates, draws and writes
+        return
     best = checkpoint.load(folder / "best.safetensors").model
     if is_vae:
         report = vae.evaluate(best, ds, k=args.eval_k or vae.EVAL_K)

@@ -25,6 +25,8 @@ from .. import flows, registry
 from ..atomic import write_atomic
 from ..train import FitResult, TrainConfig, TrainingWorsenedWarning
 from ..train.config import resolve_device
+from ..train.distributed import finish as finish_processes
+from ..train.distributed import launch
 from . import arguments
 from .errors import CommandError, one_line
 from .lock import RunLock, remove_stale_siblings, staging_folder, swap_in
@@ -142,8 +144,16 @@ def vector_coupling(args: argparse.Namespace) -> None:
 
 
 def check_out(args: argparse.Namespace) -> Path:
-    """``--out`` as a path, after checking ``--device`` and that ``--out`` is not a file."""
+    """``--out`` as a path, after checking ``--device`` and that ``--out`` is not a file.
+
+    Under torchrun only rank 0 refuses a folder holding a run: it may already have written the
+    new run's record when another rank gets here.
+    """
     out = Path(args.out)
+    try:
+        main = launch().main
+    except ValueError as e:
+        raise CommandError(str(e)) from None
     if args.device is not None:
         try:
             resolve_device(args.device)
@@ -151,7 +161,7 @@ def check_out(args: argparse.Namespace) -> Path:
             raise CommandError(f"--device {args.device}: {e}") from None
     if out.exists() and not out.is_dir():
         raise CommandError(f"--out {out}: exists and is not a folder")
-    if not args.resume and out.is_dir() and holds_run(out) and not args.overwrite:
+    if main and not args.resume and out.is_dir() and holds_run(out) and not args.overwrite:
         raise CommandError(
             f"{out} already holds a run; continue it with --resume, replace it with --overwrite,"
             " or choose another --out"
@@ -207,8 +217,18 @@ def start(out: Path, overwrite: bool, body: Callable[[Path, bool], None]) -> Non
 
     ``folder`` is ``out`` itself for a new run; with ``overwrite`` and a run in ``out``, a fresh
     hidden sibling that replaces ``out`` once ``body`` has returned. ``created`` says whether the
-    folder was made for this run (a failed run then removes it whole).
+    folder was made for this run (a failed run then removes it whole). Under torchrun only rank 0
+    takes the lock and writes; the other ranks train with it (``body(out, False)``, writing
+    nothing) and wait for it at the end.
     """
+    if launch().main:
+        _start_locked(out, overwrite, body)
+    else:
+        body(out, False)
+    finish_processes()
+
+
+def _start_locked(out: Path, overwrite: bool, body: Callable[[Path, bool], None]) -> None:
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     with RunLock(out):
@@ -234,10 +254,17 @@ def start(out: Path, overwrite: bool, body: Callable[[Path, bool], None]) -> Non
 
 
 def resume(out: Path, body: Callable[[dict], None]) -> None:
-    """Run ``body(record)`` on the checked record of the run in ``out``, under its lock."""
-    read_record(out)  # the folder must be a run before it is locked
-    with RunLock(out):
+    """Run ``body(record)`` on the checked record of the run in ``out``, under its lock.
+
+    Under torchrun only rank 0 takes the lock; the other ranks read the record and train.
+    """
+    if launch().main:
+        read_record(out)  # the folder must be a run before it is locked
+        with RunLock(out):
+            body(read_record(out))
+    else:
         body(read_record(out))
+    finish_processes()
 
 
 def train(
@@ -252,9 +279,12 @@ def train(
 
     Returns:
         The trainer's result and the warnings it raised (say them with :func:`say_warnings`
-        once the results they qualify are printed).
+        once the results they qualify are printed). Under torchrun, ranks other than 0 only
+        train: they write nothing.
 
     """
+    if not launch().main:
+        return trainer(), []
     previous = (folder / RUN_FILE).read_bytes() if resume else None
     last = _stamp(folder / "last.safetensors")
     write_json(folder / RUN_FILE, record)

@@ -26,6 +26,7 @@ from .. import checkpoint, objectives, registry
 from ..flow import DTYPES
 from ..targets import Target
 from ..train import TrainConfig, fit
+from ..train.distributed import launch
 from . import arguments, image_runs, targets, training
 from .errors import CommandError, one_line
 from .figures import draw_vi
@@ -214,10 +215,11 @@ def _fit_into(
 ) -> None:
     """Train in ``folder`` (``out`` itself, or its replacement); estimate log Z; draw."""
     spec, settings = record["flow"], record["objective"]
-    print(
-        f"fitting {spec['name']} to target {record['target']['name']} ({target.dim}-D) by"
-        f" reverse KL, {settings['samples']} draws a step"
-    )
+    if launch().main:
+        print(
+            f"fitting {spec['name']} to target {record['target']['name']} ({target.dim}-D) by"
+            f" reverse KL, {settings['samples']} draws a step"
+        )
     objective = objectives.ReverseKL(
         target, samples=settings["samples"], val_samples=settings["val_samples"]
     )
@@ -228,6 +230,8 @@ def _fit_into(
         )
 
     result, caught = training.train(folder, record, trainer, created=created, resume=resume)
+    if not launch().main:  # under torchrun, rank 0 alone evaluates, draws and writes
+        return
     best = checkpoint.load(folder / "best.safetensors").model
     report = vi_report(best, target, args.eval_samples or VI_SAMPLES)
 

@@ -8,7 +8,8 @@ exactly where the last checkpoint left it.
 
 Modules: :mod:`.config` (:class:`TrainConfig`), :mod:`.fitting` (:func:`fit`), :mod:`.loop` (the
 run and its steps), :mod:`.state` (run state and resumption), :mod:`.logs` (``metrics.csv``
-columns, TensorBoard), :mod:`.inputs` (data checks).
+columns, TensorBoard), :mod:`.inputs` (data checks), :mod:`.distributed` (training under
+``torchrun``: DDP, batches shared out by rank, rank 0 writes).
 
 Example:
     >>> import torch, exactflow as ef

@@ -16,7 +16,8 @@ from .. import checkpoint, registry
 from ..data import Standardize
 from ..flow import DTYPES
 from ..objectives import Objective
-from .config import TrainConfig, resolve_device
+from .config import TrainConfig
+from .distributed import Launch, gather, rank_seed, setup
 from .inputs import Inputs, prepare
 from .loop import Run, TrainingWorsenedWarning
 
@@ -100,6 +101,11 @@ def fit(
     state; ``resume=True`` starts from it), ``best.safetensors`` (best weights), ``metrics.csv``
     (columns :func:`~exactflow.train.logs.columns`) and ``tensorboard/``.
 
+    Under ``torchrun`` (``WORLD_SIZE`` above 1) every process calls ``fit`` alike: the loss is
+    wrapped in ``DistributedDataParallel`` (gloo on the CPU, nccl on ``cuda:LOCAL_RANK``),
+    ``config.batch_size`` is the global batch, drawn as one process would draw it, of which each
+    rank trains on its share, and rank 0 alone writes (:mod:`exactflow.train.distributed`).
+
     Args:
         model: The model to train (a :class:`~exactflow.Flow` for ``NLL``).
         objective: What to minimize, e.g. ``ef.objectives.NLL()``.
@@ -126,7 +132,8 @@ def fit(
 
     Raises:
         ValueError: Bad data or config, an unavailable device, a spec that does not build this
-            model, a checkpoint to resume from that is unreadable or does not match.
+            model, a checkpoint to resume from that is unreadable or does not match, a bad
+            torchrun launch or batches too small to give every process a row.
         NonFiniteLossError: ``max_nonfinite`` consecutive non-finite steps, or a non-finite
             validation metric; the last checkpoint on disk is left as it was.
 
@@ -154,8 +161,12 @@ def fit(
     if resume and config.out is None:
         raise ValueError("resume=True needs config.out, the directory holding last.safetensors")
     objective.check_model(model)
-    device, dtype = resolve_device(config.device), DTYPES[config.dtype]
+    where, device = setup(config.device)
+    dtype = DTYPES[config.dtype]
     inputs = prepare(data, val, objective.needs_data, config.batch_size, config.seed, dtype, device)
+    if where.distributed:
+        _check_alike(config, objective, inputs)
+        _check_shares(inputs, config.batch_size, where.world)
     _check_inputs(objective, model, inputs)
     if spec is None:
         spec = registry.spec_of(model)
@@ -166,7 +177,7 @@ def fit(
         model = Standardize.fit(inputs.train[0]).prepend(model)
     out = Path(config.out) if config.out is not None else None
     last = best = None
-    if resume and (out / "last.safetensors").exists():
+    if resume and _resumable(out / "last.safetensors", where):
         # Loaded into copies: the model is only touched once everything has been checked.
         last = checkpoint.load(out / "last.safetensors", copy.deepcopy(model))
         if (out / "best.safetensors").exists():
@@ -179,14 +190,17 @@ def fit(
         _check_spec(model, spec)
     model.to(device=device, dtype=dtype)
 
-    run = Run(model, objective, inputs, config, spec)
+    run = Run(model, objective, inputs, config, spec, where)
     if last is not None:
         run.restore(last, best)
     else:
-        torch.manual_seed(config.seed)
-    if out is not None:
+        torch.manual_seed(rank_seed(config.seed, where.rank))
+    if out is not None and where.main:
         out.mkdir(parents=True, exist_ok=True)
-    run.run(progress)
+    try:
+        run.run(progress)
+    finally:
+        run.replicas = None  # releases DDP and the gradient hooks it put on the model
     worse = run.worsened()
     if worse is not None:
         warnings.warn(worse, TrainingWorsenedWarning, stacklevel=2)
@@ -214,3 +228,55 @@ def _check_inputs(objective: Objective, model: nn.Module, inputs: Inputs) -> Non
         objective.check_data(model, x, context, name="a batch of the batch source")
     if inputs.val is not None:
         objective.check_data(model, *inputs.val, name="val")
+
+
+def _check_shares(inputs: Inputs, batch_size: int, world: int) -> None:
+    """Refuse batches that some of the ``world`` processes would get no row of."""
+    if inputs.source is None:
+        return
+    if batch_size < world and inputs.train is not None:
+        raise ValueError(
+            f"batch_size {batch_size} is below the number of processes ({world}): each process"
+            " needs at least one row of every batch (batch_size is the global batch)"
+        )
+    if inputs.train is not None:
+        last = len(inputs.train[0]) % batch_size  # a last batch of one row joins the one before
+        if 1 < last < world:
+            raise ValueError(
+                f"the last batch of each epoch has {last} rows ({len(inputs.train[0])} rows in"
+                f" batches of {batch_size}), fewer than the {world} processes: each needs at least"
+                " one row; change batch_size or the number of processes"
+            )
+
+
+def _check_alike(config: TrainConfig, objective: Objective, inputs: Inputs) -> None:
+    """Refuse a launch whose processes were not given the same run (they would stall or drift)."""
+    settings = {**config.to_dict(), "out": config.out is not None, "objective": repr(objective)}
+    for name, pair in (("data", inputs.train), ("val", inputs.val)):
+        settings[name] = None if pair is None else [tuple(t.shape) for t in pair if t is not None]
+    settings["batches"] = None if inputs.source is None else len(inputs.source)
+    every = gather(settings)
+    for rank, other in enumerate(every):
+        differ = sorted(k for k in settings if other[k] != every[0][k])
+        if differ:
+            first = differ[0]
+            raise ValueError(
+                f"the processes of this torchrun launch train different runs: rank {rank} has"
+                f" {first}={other[first]!r}, rank 0 {first}={every[0][first]!r}; every process"
+                " must call fit with the same data, objective and config"
+            )
+
+
+def _resumable(path: Path, where: Launch) -> bool:
+    """Whether ``path`` exists; with several processes, every one of them must see it."""
+    exists = path.exists()
+    if not where.distributed:
+        return exists
+    seen = gather(exists)
+    if any(seen) and not all(seen):
+        blind = [rank for rank, saw in enumerate(seen) if not saw]
+        raise ValueError(
+            f"rank(s) {blind} cannot see {path}: resuming under torchrun needs the run folder on"
+            " a file system that every node shares"
+        )
+    return exists

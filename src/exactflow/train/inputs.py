@@ -93,10 +93,32 @@ class Inputs:
         """The training batches of ``epoch``, as ``(x, context)`` on the run's device."""
         for batch in self.source.epoch(epoch) if self.source is not None else ():
             x, context = as_pair("a batch", batch)
-            yield (
-                x.to(self.device, self.dtype, non_blocking=True),
-                None if context is None else context.to(self.device, self.dtype, non_blocking=True),
-            )
+            yield self._place(x), None if context is None else self._place(context)
+
+    def shards(
+        self, epoch: int, rank: int, world: int
+    ) -> Iterator[tuple[Tensor, Tensor | None, int]]:
+        """Rank ``rank``'s share of each batch of ``epoch``: ``(x, context, rows of the batch)``.
+
+        Every rank draws the whole batch (as one process would) and keeps rows
+        ``torch.tensor_split(range(B), world)[rank]``: contiguous shares whose sizes differ by at
+        most one. Only the share moves to the device.
+        """
+        for batch in self.source.epoch(epoch) if self.source is not None else ():
+            x, context = as_pair("a batch", batch)
+            rows = len(x)
+            if rows < world:
+                raise ValueError(
+                    f"a batch of {rows} rows cannot be shared by {world} processes (each needs"
+                    " at least one row): use a larger batch_size or fewer processes"
+                )
+            x = self._place(x.tensor_split(world)[rank])
+            if context is not None:
+                context = self._place(context.tensor_split(world)[rank])
+            yield x, context, rows
+
+    def _place(self, value: Tensor) -> Tensor:
+        return value.to(self.device, self.dtype, non_blocking=True)
 
 
 def prepare(

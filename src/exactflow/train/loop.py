@@ -5,7 +5,8 @@ gradient norm and steps the optimizer. It makes **one host synchronization**: th
 check of the loss and the gradient norm together (``bool(finite)`` in :meth:`Run.step`), which
 decides whether the optimizer steps; a non-finite step is skipped without an update. Losses
 accumulate on the device and are read once per epoch (and every ``_BAR_EVERY`` steps while a
-progress bar is shown).
+progress bar is shown). Under torchrun the all-reduces of the gradient and of the loss run on the
+device too (:mod:`exactflow.train.distributed`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tqdm import tqdm
 from .. import checkpoint
 from ..objectives import Objective
 from .config import TrainConfig
+from .distributed import Launch, Replicas, all_sum, first_pass, gather, rank_seed
 from .inputs import Inputs
 from .logs import METRICS_FILE, Board, columns, write_metrics
 from .state import Progress, adopt_config, restore_rng, rng_state
@@ -53,9 +55,11 @@ class Run:
         inputs: Inputs,
         config: TrainConfig,
         spec: dict | None,
+        where: Launch | None = None,
     ) -> None:
         self.model, self.objective, self.inputs = model, objective, inputs
         self.config, self.spec = config, spec
+        self.where = Launch() if where is None else where
         self.out = Path(config.out) if config.out is not None else None
         self.names = columns(objective.name)
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -80,23 +84,37 @@ class Run:
         self.finished = False
         self.best_weights: dict[str, Tensor] | None = None
         self.saved_step: int | None = None  # step of the checkpoint on disk
-        self.loss: Callable[[Tensor | None, Tensor | None], Tensor] = self._mean_loss
-        if config.compile:
-            self.loss = torch.compile(self._mean_loss)
+        # With several processes each rank validates on its share of the rows (or samples).
+        self.val, self.share = inputs.val, objective
+        self.replicas: Replicas | None = None
+        self.loss: Callable[[Tensor | None, Tensor | None, int | None], Tensor] = self._mean_loss
+        if self.where.distributed:
+            rank, world = self.where.rank, self.where.world
+            self.share = objective.shard(rank, world)
+            if inputs.val is not None:
+                self.val = tuple(
+                    None if t is None else t.tensor_split(world)[rank] for t in inputs.val
+                )
+        if config.compile and not self.where.distributed:
+            self.loss = torch.compile(self.loss)
         # The epoch's sum of losses stays on the device; Progress.loss_sum holds it when saved.
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=inputs.device)
 
-    def _mean_loss(self, x: Tensor | None, context: Tensor | None) -> Tensor:
+    def _mean_loss(self, x: Tensor | None, context: Tensor | None, rows: int | None) -> Tensor:
         return self.objective.loss(self.model, x, context).mean()
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict[str, Any]:
         self.progress.loss_sum = float(self.loss_sum)
+        rng: dict[str, Any] = {"rng": rng_state()}
+        if self.where.distributed:  # every rank's generators; "rng" (rank 0's) for one process
+            ranks = gather(rng["rng"])
+            rng = {"rng": ranks[0], "rng_ranks": ranks}
         return {
             **self.progress.to_state(),
             "finished": self.finished,
             "metric": self.objective.name,
-            "rng": rng_state(),
+            **rng,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "config": self.config.to_dict(),
@@ -115,6 +133,7 @@ class Run:
             progress = Progress.from_state(state)
             optimizer_state, scheduler_state = state["optimizer"], state["scheduler"]
             rng = state["rng"] if "rng" in state else {"cpu": state["torch_rng"]}
+            ranks = state.get("rng_ranks")
             saved_config = state["config"]
         except (KeyError, TypeError, AttributeError) as error:
             raise ValueError(
@@ -131,7 +150,13 @@ class Run:
                 f" this run ({str(error).splitlines()[0] if str(error) else error!r})"
             ) from None
         adopt_config(last.path, saved_config, self.config, self.optimizer, self.scheduler)
-        restore_rng(rng, last.path)
+        where = self.where
+        if where.distributed and isinstance(ranks, list) and len(ranks) == where.world:
+            restore_rng(ranks[where.rank], last.path)
+        else:
+            restore_rng(rng, last.path)
+            if where.rank > 0:  # saved by another number of processes: fresh, distinct draws
+                torch.manual_seed(rank_seed(self.config.seed + progress.step, where.rank))
         self.progress = progress
         self.loss_sum.fill_(progress.loss_sum)
         self.finished = self.done()
@@ -151,26 +176,32 @@ class Run:
     # ------------------------------------------------------------------ saving
     def save_last(self) -> None:
         if self.out is not None:
-            path = self.out / "last.safetensors"
-            checkpoint.save(path, self.model, spec=self.spec, state=self.state())
+            state = self.state()  # every rank takes part: it gathers their generators
+            if self.where.main:
+                path = self.out / "last.safetensors"
+                checkpoint.save(path, self.model, spec=self.spec, state=state)
             self.saved_step = self.progress.step
 
     def save_best(self) -> None:
-        if self.out is not None:
+        if self.out is not None and self.where.main:
             p = self.progress
             state = {"epoch": p.epoch, "step": p.step, "val": p.best_val}
             state["metric"] = self.objective.name
             checkpoint.save(self.out / "best.safetensors", self.model, spec=self.spec, state=state)
 
     # ------------------------------------------------------------------ loop
-    def step(self, x: Tensor | None, context: Tensor | None) -> None:
+    def step(self, x: Tensor | None, context: Tensor | None, rows: int | None = None) -> None:
+        """One optimizer step on a batch (this rank's share of it, of ``rows`` rows in all)."""
         p = self.progress
         p.step += 1
         first = self.config.compile and p.compile_seconds is None
         start = time.perf_counter()
-        loss = self.loss(x, context)
+        loss = self.loss(x, context, rows)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.replicas is None:
+            loss.backward()
+        else:  # the same global mean loss, hence the same decision, on every rank
+            loss = self.replicas.backward(loss)
         limit = self.config.clip_grad if self.config.clip_grad is not None else math.inf
         norm = torch.nn.utils.clip_grad_norm_(self.params, limit)
         # The step's one host synchronization: it decides whether the optimizer steps.
@@ -220,22 +251,28 @@ class Run:
 
     @torch.no_grad()
     def validate(self) -> float:
-        """The objective's metric averaged over the validation rows (one host read)."""
+        """The objective's metric averaged over the validation rows (one host read).
+
+        With several processes each sums its share and the sums are added up, so every rank
+        reads the same value.
+        """
         was_training = self.model.training
         self.model.eval()
-        total = torch.zeros((), dtype=torch.float64, device=self.inputs.device)
-        val = self.inputs.val
-        if val is None:  # an objective without data: one batch of its own samples
-            value = self.objective.metric(self.model, None, None).double().mean()
+        total = torch.zeros(2, dtype=torch.float64, device=self.inputs.device)  # sum, count
+        if self.val is None:  # an objective without data: one batch of its own samples
+            values = self.share.metric(self.model, None, None).double()
+            total[0], total[1] = values.sum(), len(values)
         else:
-            x, context = val
+            x, context = self.val
             size = self.config.batch_size
             for i in range(0, len(x), size):
                 c = None if context is None else context[i : i + size]
-                total += self.objective.metric(self.model, x[i : i + size], c).double().sum()
-            value = total / len(x)
+                total[0] += self.objective.metric(self.model, x[i : i + size], c).double().sum()
+            total[1] = len(x)
+        if self.where.distributed:
+            all_sum(total)
         self.model.train(was_training)
-        return float(value)
+        return float(total[0] / total[1])
 
     def end_epoch(self, clock: float) -> dict[str, Any]:
         p = self.progress
@@ -274,11 +311,17 @@ class Run:
         return row
 
     def epoch_batches(self) -> Any:
-        """The rest of the current epoch's batches (the ones already taken are skipped)."""
+        """The rest of the current epoch's batches as ``(x, context, rows)``.
+
+        ``rows`` counts the whole batch (``None`` without data); batches already taken are skipped.
+        """
         p = self.progress
         if self.inputs.source is None:
-            return ((None, None) for _ in range(p.batch, self.batches))
-        batches = self.inputs.batches(p.epoch)
+            return ((None, None, None) for _ in range(p.batch, self.batches))
+        if self.where.distributed:
+            batches = self.inputs.shards(p.epoch, self.where.rank, self.where.world)
+        else:
+            batches = ((x, c, len(x)) for x, c in self.inputs.batches(p.epoch))
         for _ in range(p.batch):
             next(batches)
         return batches
@@ -287,10 +330,12 @@ class Run:
         every = self.config.checkpoint_every
         p = self.progress
         clock = time.perf_counter() - p.elapsed
-        metrics = None if self.out is None else self.out / METRICS_FILE
+        main = self.where.main  # rank 0 alone writes and shows progress
+        metrics = None if self.out is None or not main else self.out / METRICS_FILE
         if metrics is not None:
             write_metrics(metrics, p.history, self.names)
-        board = Board(self.out, self.config.tensorboard)
+        board = Board(self.out if main else None, self.config.tensorboard)
+        progress = progress and main
         bar = tqdm(total=self.total, initial=p.step, disable=not progress, unit="step")
         train_key, val_key = self.names[2], self.names[3]
         self.model.train()
@@ -298,11 +343,13 @@ class Run:
             with self.objective.fitting(self.model):
                 if p.step == 0 and p.start_val is None:  # what "better" means: the start
                     p.start_val = self.validate()
+                if self.where.distributed:
+                    self.replicate()
                 while not self.finished:
-                    for x, context in self.epoch_batches():
+                    for x, context, rows in self.epoch_batches():
                         if p.step >= self.total:
                             break
-                        self.step(x, context)
+                        self.step(x, context, rows)
                         p.batch += 1
                         bar.update(1)
                         if progress and p.loss_count and p.step % _BAR_EVERY == 0:
@@ -319,6 +366,18 @@ class Run:
         finally:
             bar.close()
             board.close()
+
+    def replicate(self) -> None:
+        """Wrap the loss in DDP, after a first pass over the whole first batch (ActNorm)."""
+        if self.inputs.source is None:
+            x, context, loss = None, None, self.share.loss
+        else:
+            (x, context), loss = next(self.inputs.batches(0)), self.objective.loss
+        unused = first_pass(self.model, loss, x, context, self.where)
+        self.replicas = Replicas(self.model, self.share, self.where, self.inputs.device, unused)
+        self.loss = self.replicas.loss
+        if self.config.compile:
+            self.loss = torch.compile(self.loss)
 
     def worsened(self) -> str | None:
         """Why the run did worse than its starting point, or ``None`` when it did not.
