@@ -43,8 +43,12 @@ class ConvResidualBlock(Residual):
         hidden: Channels of ``g``'s hidden layers.
         context: Width ``K`` of the context (0: none).
         kernel: Odd kernel size of the outer convolutions.
-        coeff, iterations, exact_terms, continue_probability, gradient: As in
+        coeff: Lipschitz bound of every convolution, in ``(0, 1)``.
+        iterations: Power-iteration steps per training pass.
+        exact_terms: Series terms always computed in training, as in :class:`ResidualBlock`.
+        continue_probability: The chance of computing one more term, as in
             :class:`ResidualBlock`.
+        gradient: ``"neumann"`` (memory-saving) or ``"backprop"``, as in :class:`ResidualBlock`.
 
     Shapes: ``x (*, C, H, W)``, ``context (*, K)`` ``-> y (*, C, H, W)``, ``ladj (*)``.
 

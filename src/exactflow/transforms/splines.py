@@ -116,8 +116,10 @@ class RationalQuadraticSpline(ElementwiseMap):
         self.min_height = min_height
         self.min_derivative = min_derivative
         self.params = 3 * bins - 1
-        # Constant matrices of `_table`, per (dtype, device).
-        self._constants: dict[tuple[torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
+        # Constant matrices of `_table`, per (dtype, device), as one tensor `cat([c, a], 1)`:
+        # a dict of tensors, not of tuples, so that tools which walk and rebuild an object's
+        # containers (sbi's VIPosterior copies its q that way) can traverse it.
+        self._constants: dict[tuple[torch.dtype, torch.device], Tensor] = {}
 
     def identity(self) -> Tensor:
         """Raw parameters ``(P,)`` of the identity: all zero (equal bins, unit slopes)."""
@@ -216,18 +218,19 @@ class RationalQuadraticSpline(ElementwiseMap):
         width or height; ``c`` also holds the end knots ``-B`` and ``B``.
         """
         key = (like.dtype, like.device)
-        if key in self._constants:
-            return self._constants[key]
         k, b = self.bins, self.bound
+        if key in self._constants:
+            c, a = self._constants[key].split([k + 1, 1], 1)
+            return c, a
         minimum = torch.tensor([self.min_width, self.min_height], dtype=torch.float64)
         c = torch.arange(k + 1, dtype=torch.float64) * (2 * b * minimum[:, None]) - b
         c[:, k] = b
         a = 2 * b * (1 - k * minimum)
-        constants = (c[..., None].to(like), a[:, None, None].to(like))
+        c, a = c[..., None].to(like), a[:, None, None].to(like)
         # A tracer's tensors (fake or batched) must not outlive the trace: cache real ones only.
         if not tracing():
-            self._constants[key] = constants
-        return constants
+            self._constants[key] = torch.cat([c, a], 1)
+        return c, a
 
     def _table(self, params: Tensor) -> Tensor:
         """Knots and raw slopes of ``params (*, D, P)``, shape ``(3, K + 1, *, D)``.
