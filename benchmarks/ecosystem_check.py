@@ -160,7 +160,7 @@ def trained_npe() -> tuple:
     tracker = TensorBoardTracker(SummaryWriter(tempfile.mkdtemp()))  # not ./sbi-logs
     npe = NPE(prior, density_estimator=estimator, tracker=tracker, show_progress_bars=False)
     npe.append_simulations(theta, x)
-    estimator = npe.train(max_num_epochs=30, show_train_summary=False)
+    estimator = npe.train(max_num_epochs=300, show_train_summary=False)
     return prior, estimator, npe.build_posterior()
 
 
