@@ -160,3 +160,14 @@ def test_importing_exactflow_does_not_import_pyro() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_transform_is_the_flows_map_to_its_base_under_the_context() -> None:
+    flow = ef.flows.MAF(features=2, context=3, transforms=2, hidden=(8,)).double()
+    x, c = torch.randn(5, 2, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64)
+    assert torch.equal(flow(c).transform(x), flow.transform(x, c)[0])
+    # One point against a batch of contexts broadcasts, as log_prob does.
+    z = flow(c).transform(x[0])
+    assert z.shape == (5, 2) and torch.equal(z[1], flow.transform(x[:1], c[1:2])[0][0])
+    with pytest.raises(ValueError, match="shape"):
+        flow(c).transform(torch.zeros(5, 3, dtype=torch.float64))

@@ -339,3 +339,22 @@ def test_inputs_must_be_vectors() -> None:
 def test_posterior_nn_rejects_a_bad_z_score_at_once() -> None:
     with pytest.raises(ValueError, match="z_score_x"):
         posterior_nn("NSF", z_score_x="all")
+
+
+def test_sbi_zuko_wrapper_runs_an_exactflow_flow() -> None:
+    """Code written for zuko flows: sbi's ``ZukoFlow`` needs ``flow(c).transform`` and
+    ``rsample_and_log_prob`` on the distribution, and gets the flow's own answers."""
+    from sbi.neural_nets.estimators.zuko_flow import ZukoFlow
+
+    torch.manual_seed(5)
+    flow = ef.flows.NSF(features=D, context=3, transforms=2, hidden=(16,)).double()
+    wrapped = ZukoFlow(flow, nn.Identity(), torch.Size((D,)), torch.Size((3,)))
+    theta, x = torch.randn(7, D, dtype=torch.float64), torch.randn(7, 3, dtype=torch.float64)
+    z = wrapped.inverse_transform(theta, x)
+    assert torch.equal(z, flow.transform(theta, x)[0])
+    draws, log_q = wrapped.sample_and_log_prob(torch.Size((4,)), x)
+    assert draws.shape == (4, 7, D) and log_q.shape == (4, 7)
+    torch.testing.assert_close(log_q, flow.log_prob(draws, x))
+    torch.testing.assert_close(wrapped.log_prob(theta, x)[0], flow.log_prob(theta, x))
+    # One condition for many inputs broadcasts, as sbi's estimators do.
+    assert wrapped.inverse_transform(theta, x[:1]).shape == (7, D)

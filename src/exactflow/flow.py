@@ -226,8 +226,8 @@ class Flow(nn.Module):
         return context
 
     # ------------------------------------------------------------------ density
-    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        """Exact log density ``log p(x | context)``; shape ``(*batch)``."""
+    def _align(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Checked ``x`` and ``context``, broadcast to one batch shape."""
         context = self._prepare_context(context)
         event = tuple(self.event_shape)
         if self.validate and not tracing():
@@ -237,6 +237,11 @@ class Flow(nn.Module):
             batch = torch.broadcast_shapes(x.shape[: x.dim() - len(event)], context.shape[:-1])
             x = x.expand(batch + self.event_shape)
             context = context.expand(batch + context.shape[-1:])
+        return x, context
+
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Exact log density ``log p(x | context)``; shape ``(*batch)``."""
+        x, context = self._align(x, context)
         z, ladj = self.transform(x, context)
         return self.base.log_prob(z, context) + sum_events(ladj, self._extra)
 

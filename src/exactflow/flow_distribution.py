@@ -187,6 +187,17 @@ class FlowDistribution(Distribution):
         value, log_prob = self.flow.sample_and_log_prob(self._shape(sample_shape), self.context)
         return self._keep(value, log_prob, False)
 
+    def transform(self, value: Tensor) -> Tensor:
+        """The base point ``z = T(x; c)`` of data ``value (*, *event)`` under this context.
+
+        The flow's own map to its base (no log-determinant), broadcast against the context as
+        ``log_prob`` is. It is what a zuko distribution's ``.transform(x)`` gives, so code
+        written for zuko flows (sbi's ``ZukoFlow.inverse_transform`` and its ``LC2ST_NF`` use)
+        runs on exactflow flows too.
+        """
+        x, context = self.flow._align(value, self.context)
+        return self.flow.transform(x, context)[0]
+
     def expand(self, batch_shape: ShapeLike, _instance: object = None) -> FlowDistribution:
         batch_shape = as_shape(batch_shape)
         new = self._get_checked_instance(type(self), _instance)
