@@ -127,7 +127,9 @@ def add_training_options(g: Any, patience: str) -> None:
     g.add_argument("--dtype", choices=("float32", "float64"))
     g.add_argument("--device", help="cpu, cuda or cuda:N (default cpu)")
     g.add_argument(
-        "--compile", action=argparse.BooleanOptionalAction, help="torch.compile the loss"
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        help="torch.compile the training step (loss, clipping, update)",
     )
     g.add_argument("--checkpoint-every", type=arguments.count, help="steps between checkpoints")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -299,8 +301,10 @@ def train(
         elif not resume and not (folder / "last.safetensors").exists():
             _remove_new_run(folder, created)
         raise
-    if result.compile_seconds is not None:
-        print(f"compiled the loss in {result.compile_seconds:.1f} s (first step included)")
+    if result.compile_payoff is not None:
+        print(result.compile_payoff.summary())
+    elif result.compile_seconds is not None:
+        print(f"compiled the step in {result.compile_seconds:.1f} s (first step included)")
     return result, caught
 
 

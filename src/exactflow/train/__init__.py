@@ -7,9 +7,10 @@ at the end. Everything a run needs to continue is checkpointed, so ``resume=True
 exactly where the last checkpoint left it.
 
 Modules: :mod:`.config` (:class:`TrainConfig`), :mod:`.fitting` (:func:`fit`), :mod:`.loop` (the
-run and its steps), :mod:`.state` (run state and resumption), :mod:`.logs` (``metrics.csv``
-columns, TensorBoard), :mod:`.inputs` (data checks), :mod:`.distributed` (training under
-``torchrun``: DDP, batches shared out by rank, rank 0 writes).
+run and its steps), :mod:`.compiled` (the compiled step and whether it paid), :mod:`.state` (run
+state and resumption), :mod:`.logs` (``metrics.csv`` columns, TensorBoard), :mod:`.inputs` (data
+checks), :mod:`.distributed` (training under ``torchrun``: DDP, batches shared out by rank, rank 0
+writes).
 
 Example:
     >>> import torch, exactflow as ef
@@ -23,12 +24,14 @@ Example:
 
 """
 
+from .compiled import CompilePayoff
 from .config import TrainConfig
 from .fitting import FitResult, fit
 from .logs import columns
 from .loop import NonFiniteLossError, TrainingWorsenedWarning
 
 __all__ = [
+    "CompilePayoff",
     "FitResult",
     "NonFiniteLossError",
     "TrainConfig",

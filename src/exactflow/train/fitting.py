@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -16,12 +17,15 @@ from .. import checkpoint, registry
 from ..data import Standardize
 from ..flow import DTYPES
 from ..objectives import Objective
+from .compiled import CompilePayoff, payoff
 from .config import TrainConfig
 from .distributed import Launch, gather, rank_seed, setup
 from .inputs import Inputs, prepare
 from .loop import Run, TrainingWorsenedWarning
 
 __all__ = ["FitResult", "fit"]
+
+logger = logging.getLogger("exactflow.train")
 
 
 @dataclass
@@ -38,7 +42,10 @@ class FitResult:
         steps: Minibatch steps taken, skipped ones included.
         metric: The objective's metric name (``"nll"``).
         compile_seconds: Wall time of the first compiled step, compilation included (``None``
-            without ``compile``).
+            without ``compile``; summed over the processes of a resumed run).
+        compile_payoff: Whether compiling paid for itself (:class:`CompilePayoff`: compile
+            time, eager and compiled ms/step, the break-even step); ``None`` without ``compile``
+            or when the run was too short to time both.
 
     """
 
@@ -50,6 +57,7 @@ class FitResult:
     steps: int = 0
     metric: str = "nll"
     compile_seconds: float | None = None
+    compile_payoff: CompilePayoff | None = None
 
     @property
     def flow(self) -> nn.Module:
@@ -207,6 +215,9 @@ def fit(
     if run.best_weights is not None:
         model.load_state_dict(run.best_weights)
     p = run.progress
+    paid = payoff(p)
+    if paid is not None and where.main:
+        logger.info(paid.summary())
     return FitResult(
         model=model.eval(),
         history=p.history,
@@ -216,6 +227,7 @@ def fit(
         steps=p.step,
         metric=objective.name,
         compile_seconds=p.compile_seconds,
+        compile_payoff=paid,
     )
 
 

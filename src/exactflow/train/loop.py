@@ -6,7 +6,8 @@ check of the loss and the gradient norm together (``bool(finite)`` in :meth:`Run
 decides whether the optimizer steps; a non-finite step is skipped without an update. Losses
 accumulate on the device and are read once per epoch (and every ``_BAR_EVERY`` steps while a
 progress bar is shown). Under torchrun the all-reduces of the gradient and of the loss run on the
-device too (:mod:`exactflow.train.distributed`).
+device too (:mod:`exactflow.train.distributed`). With ``compile`` the loss, the clipping and the
+update are compiled (:mod:`exactflow.train.compiled`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from .. import checkpoint
 from ..objectives import Objective
+from .compiled import StepParts, make_optimizer, tensor_lr
 from .config import TrainConfig
 from .distributed import Launch, Replicas, all_sum, first_pass, gather, rank_seed
 from .inputs import Inputs
@@ -65,8 +66,7 @@ class Run:
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
-        optimizer = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-        self.optimizer = optimizer(self.params, lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = make_optimizer(config, self.params, inputs.device)
         source = inputs.source
         self.batches = len(source) if source is not None else config.epoch_steps
         self.total = config.steps if config.steps is not None else math.inf
@@ -87,7 +87,6 @@ class Run:
         # With several processes each rank validates on its share of the rows (or samples).
         self.val, self.share = inputs.val, objective
         self.replicas: Replicas | None = None
-        self.loss: Callable[[Tensor | None, Tensor | None, int | None], Tensor] = self._mean_loss
         if self.where.distributed:
             rank, world = self.where.rank, self.where.world
             self.share = objective.shard(rank, world)
@@ -95,10 +94,18 @@ class Run:
                 self.val = tuple(
                     None if t is None else t.tensor_split(world)[rank] for t in inputs.val
                 )
-        if config.compile and not self.where.distributed:
-            self.loss = torch.compile(self.loss)
+        self.parts = self.step_parts()
         # The epoch's sum of losses stays on the device; Progress.loss_sum holds it when saved.
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=inputs.device)
+
+    def step_parts(self) -> StepParts:
+        """The parts of a step for the current progress and config (compiled or not)."""
+        config = self.config
+        parts = StepParts(
+            self.progress, self.params, config.clip_grad, self.optimizer, config.compile
+        )
+        parts.set_loss(self._mean_loss)
+        return parts
 
     def _mean_loss(self, x: Tensor | None, context: Tensor | None, rows: int | None) -> Tensor:
         return self.objective.loss(self.model, x, context).mean()
@@ -150,6 +157,8 @@ class Run:
                 f" this run ({str(error).splitlines()[0] if str(error) else error!r})"
             ) from None
         adopt_config(last.path, saved_config, self.config, self.optimizer, self.scheduler)
+        if self.config.compile:  # saved by an eager run, the lr is a float again
+            tensor_lr(self.optimizer, self.inputs.device)
         where = self.where
         if where.distributed and isinstance(ranks, list) and len(ranks) == where.world:
             restore_rng(ranks[where.rank], last.path)
@@ -158,6 +167,7 @@ class Run:
             if where.rank > 0:  # saved by another number of processes: fresh, distinct draws
                 torch.manual_seed(rank_seed(self.config.seed + progress.step, where.rank))
         self.progress = progress
+        self.parts = self.step_parts()
         self.loss_sum.fill_(progress.loss_sum)
         self.finished = self.done()
         self.model.load_state_dict(last.model.state_dict())
@@ -194,33 +204,32 @@ class Run:
         """One optimizer step on a batch (this rank's share of it, of ``rows`` rows in all)."""
         p = self.progress
         p.step += 1
-        first = self.config.compile and p.compile_seconds is None
         start = time.perf_counter()
-        loss = self.loss(x, context, rows)
+        shape = None if x is None else x.shape  # host metadata: no synchronization
+        loss_of, clip, update = self.parts.parts()
+        loss = loss_of(x, context, rows)
         self.optimizer.zero_grad(set_to_none=True)
         if self.replicas is None:
             loss.backward()
         else:  # the same global mean loss, hence the same decision, on every rank
             loss = self.replicas.backward(loss)
-        limit = self.config.clip_grad if self.config.clip_grad is not None else math.inf
-        norm = torch.nn.utils.clip_grad_norm_(self.params, limit)
+        finite = clip(loss)
         # The step's one host synchronization: it decides whether the optimizer steps.
-        if not bool(torch.isfinite(loss) & torch.isfinite(norm)):
+        if not bool(finite):
             self.optimizer.zero_grad(set_to_none=True)
             p.skipped += 1
             p.consecutive += 1
+            self.parts.record(time.perf_counter() - start, shape)
             if p.consecutive >= self.config.max_nonfinite:
                 raise NonFiniteLossError(self.nonfinite_message())
             return
-        self.optimizer.step()
+        update()
         if self.config.schedule == "cosine":
             self.scheduler.step()
         p.consecutive = 0
         self.loss_sum += loss.detach()
         p.loss_count += 1
-        if first:
-            p.compile_seconds = time.perf_counter() - start
-            logger.info("the first compiled step took %.2f s", p.compile_seconds)
+        self.parts.record(time.perf_counter() - start, shape)
 
     def where_kept(self) -> str:
         if self.saved_step is None:
@@ -375,9 +384,7 @@ class Run:
             (x, context), loss = next(self.inputs.batches(0)), self.objective.loss
         unused = first_pass(self.model, loss, x, context, self.where)
         self.replicas = Replicas(self.model, self.share, self.where, self.inputs.device, unused)
-        self.loss = self.replicas.loss
-        if self.config.compile:
-            self.loss = torch.compile(self.loss)
+        self.parts.set_loss(self.replicas.loss)
 
     def worsened(self) -> str | None:
         """Why the run did worse than its starting point, or ``None`` when it did not.

@@ -38,7 +38,13 @@ class Progress:
         bad_epochs: Epochs since the last improvement.
         elapsed: Seconds of training so far.
         stopped_early: Whether the patience ran out.
-        compile_seconds: Wall time of the first compiled step (``None`` without compilation).
+        compile_seconds: Wall time of the first compiled step of each process that ran one,
+            compilation included (``None`` without compilation).
+        compiles: Processes that ran compiled steps (each compiled the step afresh).
+        eager_steps: Timed eager steps of a compiled run's calibration
+            (:mod:`exactflow.train.compiled`); ``eager_seconds``: their wall time.
+        compiled_steps: Compiled steps after each process's first; ``compiled_seconds``: their
+            wall time.
         start_val: Validation metric of the model before its first step (``None``: not measured,
             as in runs saved before it was kept).
         history: One row per epoch (the columns of ``metrics.csv``).
@@ -58,6 +64,11 @@ class Progress:
     elapsed: float = 0.0
     stopped_early: bool = False
     compile_seconds: float | None = None
+    compiles: int = 0
+    eager_steps: int = 0
+    eager_seconds: float = 0.0
+    compiled_steps: int = 0
+    compiled_seconds: float = 0.0
     start_val: float | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -76,6 +87,13 @@ class Progress:
             "elapsed": self.elapsed,
             "stopped_early": self.stopped_early,
             "compile_seconds": self.compile_seconds,
+            "compile_timing": [
+                self.compiles,
+                self.eager_steps,
+                self.eager_seconds,
+                self.compiled_steps,
+                self.compiled_seconds,
+            ],
             "start_val": self.start_val,
             "history": self.history,
         }
@@ -86,6 +104,7 @@ class Progress:
         best = state["best_val"] if "best_val" in state else state["best_val_nll"]  # v1 name
         compiled = state.get("compile_seconds")
         start = state.get("start_val")
+        timing = state.get("compile_timing", [0, 0, 0.0, 0, 0.0])  # absent before it was kept
         return cls(
             epoch=int(state["epoch"]),
             step=int(state["step"]),
@@ -100,6 +119,11 @@ class Progress:
             elapsed=float(state["elapsed"]),
             stopped_early=bool(state["stopped_early"]),
             compile_seconds=None if compiled is None else float(compiled),
+            compiles=int(timing[0]),
+            eager_steps=int(timing[1]),
+            eager_seconds=float(timing[2]),
+            compiled_steps=int(timing[3]),
+            compiled_seconds=float(timing[4]),
             start_val=None if start is None else float(start),
             history=[dict(row) for row in state["history"]],
         )
@@ -160,10 +184,10 @@ def adopt_config(
         )
     if config.lr != old_lr:
         factor = config.lr / old_lr
-        for group in optimizer.param_groups:
-            group["lr"] *= factor
+        for group in optimizer.param_groups:  # new values: a tensor lr may be shared
+            group["lr"] = group["lr"] * factor
             if "initial_lr" in group:
-                group["initial_lr"] *= factor
+                group["initial_lr"] = group["initial_lr"] * factor
         if isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler):
             scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
             scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
