@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from ..numerics import tracing
 from .base import Transform
 from .elementwise import ElementwiseMap
+from .spline_kernel import spline_forward
 
 __all__ = ["RationalQuadraticSpline", "Spline"]
 
@@ -145,20 +146,44 @@ class RationalQuadraticSpline(ElementwiseMap):
         return table[0], table[1], self._slopes(table[2])
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        """Map ``x (*, D)``; return ``(y, log|dy/dx|)``, both ``(*, D)``."""
+        """Map ``x (*, D)``; return ``(y, log|dy/dx|)``, both ``(*, D)``.
+
+        Outside tracers the pass runs as one autograd node with a hand-written backward
+        (:mod:`exactflow.transforms.spline_kernel`); under ``torch.compile``, ``torch.export``
+        and ``torch.func`` transforms it is composed of differentiable torch operations. Both
+        evaluate the same expressions (:meth:`evaluate`), so their values agree to the bit.
+        """
+        if not tracing():
+            return spline_forward(self, x, params)
+        return self.composed_forward(x, params)
+
+    def composed_forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`forward` composed of differentiable torch operations (any order of gradient)."""
         inside = x.abs() <= self.bound
         xc = x.clamp(-self.bound, self.bound)
         xc, (x0, x1), (y0, y1), (d0, d1) = self._bin(xc, params, 0)
+        y, ladj = self.evaluate(xc, x0, x1, y0, y1, d0, d1)[:2]
+        return torch.where(inside, y, x), torch.where(inside, ladj, 0.0)
+
+    def evaluate(
+        self, xc: Tensor, x0: Tensor, x1: Tensor, y0: Tensor, y1: Tensor, d0: Tensor, d1: Tensor
+    ) -> tuple[Tensor, ...]:
+        """The spline inside its bin ``[x0, x1] -> [y0, y1]`` with end slopes ``d0, d1``.
+
+        Returns ``y``, ``log dy/dx``, ``ξ``, ``1 - ξ``, ``s``, the denominator and the slope
+        numerator ``δ_{k+1} ξ² + 2 s ξ (1 - ξ) + δ_k (1 - ξ)²`` (the last five are what the
+        hand-written backward reuses).
+        """
         w, h = x1 - x0, y1 - y0
         s = h / w
         xi, xi_c = (xc - x0) / w, (x1 - xc) / w  # ξ, 1 - ξ
-        uu, uv, vv, den, ladj = self._slope(xi, xi_c, s, d0, d1)
+        uu, uv, vv, den, slope, ladj = self._slope(xi, xi_c, s, d0, d1)
         # y - y_k = h (s ξ² + δ_k θ) / den and y_{k+1} - y = h (s (1-ξ)² + δ_{k+1} θ) / den are
         # both >= 0: measuring from the nearer knot keeps y inside its bin despite rounding.
         lower = xi <= 0.5
         rise = torch.where(lower, s * uu + d0 * uv, s * vv + d1 * uv)
         y = torch.where(lower, y0, y1) + torch.where(lower, h, -h) * rise / den
-        return torch.where(inside, y, x), torch.where(inside, ladj, 0.0)
+        return y, ladj, xi, xi_c, s, den, slope
 
     def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         """Invert :meth:`forward`: return ``(x, log|dx/dy|)``, both ``(*, D)``.
@@ -188,14 +213,16 @@ class RationalQuadraticSpline(ElementwiseMap):
         v = torch.where(positive, m, 2 * s * above)
         total = u + v
         xi, xi_c = u / total, v / total
-        *_, ladj = self._slope(xi, xi_c, s, d0, d1)
+        ladj = self._slope(xi, xi_c, s, d0, d1)[-1]
         lower = xi <= 0.5
         x = torch.where(lower, x0, x1) + torch.where(lower, xi, -xi_c) * w
         return torch.where(inside, x, y), torch.where(inside, -ladj, 0.0)
 
     @staticmethod
     def _slope(u: Tensor, v: Tensor, s: Tensor, d0: Tensor, d1: Tensor) -> tuple[Tensor, ...]:
-        """``u²``, ``uv``, ``v²``, the denominator and ``log dy/dx`` at ``ξ = u``, ``1 - ξ = v``.
+        """``u²``, ``uv``, ``v²``, the denominator, the slope numerator and ``log dy/dx``.
+
+        At ``ξ = u``, ``1 - ξ = v``: ``dy/dx = s² · numerator / denominator²``.
 
         The denominator ``s + (δ_k + δ_{k+1} - 2s) θ`` is written as the sum of non-negative
         terms ``s (u² + v²) + (δ_k + δ_{k+1}) u v``.
@@ -203,7 +230,7 @@ class RationalQuadraticSpline(ElementwiseMap):
         uu, uv, vv = u.square(), u * v, v.square()
         den = s * (uu + vv) + (d0 + d1) * uv
         slope = d1 * uu + 2 * s * uv + d0 * vv
-        return uu, uv, vv, den, slope.log() + 2 * (s / den).log()
+        return uu, uv, vv, den, slope, slope.log() + 2 * (s / den).log()
 
     def _slopes(self, raw: Tensor) -> Tensor:
         """``δ = 1 + (1 - m_δ) (softplus(a) - log 2) / log 2``: exactly 1 at ``a = 0``."""
@@ -211,11 +238,11 @@ class RationalQuadraticSpline(ElementwiseMap):
         return (F.softplus(raw) - _LOG2) * gain + 1
 
     def _knot_constants(self, like: Tensor) -> tuple[Tensor, Tensor]:
-        """``c (2, K + 1, 1)``, ``a (2, 1, 1)``: knot ``i`` is ``c_i + a C_i / C_K``, ``0 < i < K``.
+        """``c (2, K + 1, 1)``, ``a (2, 1, 1)``: knot ``0 < i < K`` is ``c_i + a Σ_{j<i} p_j``.
 
         For widths (row 0) and heights (row 1), knot ``i`` is
-        ``-B + 2B (i m + (1 - K m) C_i / C_K)`` with ``C_i = Σ_{j<i} e_j`` and ``m`` the minimum
-        width or height; ``c`` also holds the end knots ``-B`` and ``B``.
+        ``-B + 2B (i m + (1 - K m) Σ_{j<i} p_j)`` with ``p`` the softmax of the logits and ``m``
+        the minimum width or height; ``c`` also holds the end knots ``-B`` and ``B``.
         """
         key = (like.dtype, like.device)
         k, b = self.bins, self.bound
@@ -239,26 +266,36 @@ class RationalQuadraticSpline(ElementwiseMap):
         exactly 1 at ``±B``). The bins run along dimension 1 and the batch along the last ones,
         so the short per-coordinate reductions below become long vectorized loops.
         """
+        self._check_params(params)
+        knots, slopes = self.knot_rows(params.reshape(-1, self.params))[:2]
+        table = torch.cat([knots, slopes.unsqueeze(0)])  # (3, K + 1, n)
+        return table.view(3, self.bins + 1, *params.shape[:-1])
+
+    def _check_params(self, params: Tensor) -> None:
         if params.dim() == 0 or params.shape[-1] != self.params:
             raise ValueError(
                 f"RationalQuadraticSpline(bins={self.bins}): params must have shape "
                 f"(*, D, {self.params}), got {tuple(params.shape)}"
             )
+
+    def knot_rows(self, params: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Knots of ``n`` coordinates' raw ``params (n, P)``, bins along the first dimension.
+
+        Returns the x- and y-knots ``(2, K + 1, n)``, the raw slopes padded with a 0 at both
+        ends ``(K + 1, n)``, and the softmax ``p (2, K, n)`` of the width and height logits with
+        its running sums ``(2, K, n)``: knot ``i`` is ``c_i + A Σ_{j<i} p_j``.
+        """
         k = self.bins
         c, a = self._knot_constants(params)
         # split (not slicing): the gradient is then one cat instead of zero-filled scatters.
-        raw = params.reshape(-1, self.params).t().contiguous()  # (P, n)
+        raw = params.t().contiguous()  # (P, n)
         logits, raw_slopes = raw.split([2 * k, k - 1])
-        logits = logits.view(2, k, -1)
-        # The softmax of the width and height logits: subtracting the (detached) max only
-        # guards exp against overflow, it changes neither values nor gradients.
-        e = (logits - logits.detach().amax(1, keepdim=True)).exp()  # (2, K, n)
-        cum = e.cumsum(1)  # C_1 .. C_K
-        # Zero-padded, the interior terms a C_i / C_K leave the end knots exactly ±B.
-        knots = F.pad(cum[:, :-1] * (a / cum[:, -1:]), (0, 0, 1, 1)) + c  # (2, K + 1, n)
+        p = torch.softmax(logits.view(2, k, -1), 1)  # (2, K, n)
+        cum = p.cumsum(1)
+        # Zero-padded, the interior terms A Σ_{j<i} p_j leave the end knots exactly ±B.
+        knots = torch.addcmul(c, F.pad(cum[:, :-1], (0, 0, 1, 1)), a)  # (2, K + 1, n)
         slopes = F.pad(raw_slopes, (0, 0, 1, 1))  # (K + 1, n)
-        table = torch.cat([knots, slopes.unsqueeze(0)])  # (3, K + 1, n)
-        return table.view(3, k + 1, *params.shape[:-1])
+        return knots, slopes, p, cum
 
     def _bin(
         self, v: Tensor, params: Tensor, row: int
