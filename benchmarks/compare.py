@@ -726,7 +726,10 @@ def notes_table(results: dict[str, list[Row]]) -> list[str]:
 
 
 def report(settings: Settings, data: Data, results: dict[str, list[Row]], minutes: float) -> str:
-    versions = ", ".join(f"{lib} {importlib.metadata.version(lib)}" for lib in settings.libraries)
+    versions = ", ".join(
+        f"{lib} {ef.__version__ if lib == 'exactflow' else importlib.metadata.version(lib)}"
+        for lib in settings.libraries
+    )
     header = [
         "# exactflow against zuko, nflows and normflows",
         "",

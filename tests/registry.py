@@ -22,6 +22,7 @@ FAMILIES = (
     "normalization",
     "variational",
     "splines",
+    "circular",
     "monotonic",
     "bnaf",
     "coupling",
@@ -31,6 +32,7 @@ FAMILIES = (
     "image",
     "residual",
     "continuous",
+    "bounds",
 )
 
 

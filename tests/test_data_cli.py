@@ -97,7 +97,7 @@ def test_too_few_synthetic_rows_are_refused_at_load(tmp_path, option, value, mes
 
 def test_dtype_float64_keeps_what_float32_cannot_resolve(tmp_path):
     path = tmp_path / "fine.csv"
-    path.write_text("a,b\n" + "".join(f"{1 + i * 1e-10!r},{i % 7}\n" for i in range(200)))
+    path.write_text("a,b\n" + "".join(f"{1 + i * 1e-10!r},{i % 7 + 0.5}\n" for i in range(200)))
     done, out = _fit(tmp_path, "--data", str(path))
     assert done.returncode == 2 and "float32 cannot resolve" in done.stderr, done.stderr
     assert "--dtype float64" in done.stderr and str(path) in done.stderr

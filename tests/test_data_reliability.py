@@ -85,6 +85,7 @@ TOY_FACTORIES = {
     "pinwheel": data.pinwheel,
     "gmm2d": data.gaussian_mixture,
     "gmm": data.gaussian_mixture,
+    "torus": data.torus,
 }
 
 

@@ -263,11 +263,18 @@ class Checkpoint:
                 f"the checkpoint {self.path} models points of shape {event} but {name} has shape"
                 f" {tuple(x.shape)}"
             )
-        width = 0 if context is None else context.shape[-1]
-        if width != self.context:
+        # A flow (it has events): contexts (*, C), or its embedding's raw input, or none.
+        expected = tuple(self.model.context_shape)
+        if context is None:
+            fits = not expected
+        else:
+            fits = bool(expected) and tuple(context.shape[-len(expected) :]) == expected
+        if not fits:
+            shape = f"(..., {', '.join(map(str, expected))})" if expected else "none"
+            given = "none" if context is None else f"shape {tuple(context.shape)}"
             raise ValueError(
-                f"the checkpoint {self.path} expects a context of width {self.context} but {name}"
-                f" comes with a context of width {width}"
+                f"the checkpoint {self.path} expects a context of shape {shape} but {name}"
+                f" comes with {given}"
             )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import sys
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -20,7 +21,8 @@ from torch.distributions import constraints
 from .distributions import BaseDistribution, ShapeLike, as_shape
 from .flow_distribution import FlowDistribution
 from .numerics import tracing
-from .transforms.base import Transform, sum_events
+from .transforms.base import Compose, Transform, sum_events
+from .transforms.bounds import Bounds, BoundsLike
 
 __all__ = ["DTYPES", "Flow", "FlowDistribution", "dtype_name", "placement"]
 
@@ -66,6 +68,29 @@ def _check_temperature(temperature: object) -> float:
     return float(temperature)
 
 
+def _check_embedding(embedding: nn.Module | None, context: int) -> nn.Module | None:
+    """``embedding`` after checking it fits a flow of context width ``context``."""
+    if embedding is None:
+        return None
+    if not isinstance(embedding, nn.Module):
+        raise TypeError(f"Flow: embedding must be an nn.Module, got {type(embedding).__name__}")
+    if context == 0:
+        raise ValueError("Flow: an embedding needs a conditional flow (context > 0), got context=0")
+    features = getattr(embedding, "features", None)
+    if features != context:
+        raise ValueError(
+            f"Flow: the embedding outputs {features} features but the flow reads a context of"
+            f" {context}; make them equal"
+        )
+    in_shape = getattr(embedding, "in_shape", None)
+    if not isinstance(in_shape, Sequence) or not all(isinstance(n, int) for n in in_shape):
+        raise TypeError(
+            f"Flow: embedding.in_shape must be a tuple of ints (the raw context's shape),"
+            f" got {in_shape!r}"
+        )
+    return embedding
+
+
 class Flow(nn.Module):
     """A normalizing flow: a base density pushed through an invertible transform.
 
@@ -86,6 +111,15 @@ class Flow(nn.Module):
         transform: The data -> base transform (usually a :class:`~exactflow.transforms.Compose`).
         base: The base density.
         validate: Check inputs (dtype, shape, finiteness, domain, context) before use.
+        bounds: Bounded columns: one ``(low, high)`` for all columns, or one ``(low, high)``
+            or ``None`` per column, either end ``None``/``∓inf`` for open. The flow then starts
+            with :class:`~exactflow.transforms.Bounds` (the map of each interval onto the real
+            line): its density is zero outside the box (``log_prob`` is ``-inf`` there, never
+            NaN nor an error) and its samples lie strictly inside. Vector events only.
+        embedding: A module from the raw context ``(*B, *embedding.in_shape)`` to the
+            context vector ``(*B, C)`` the transform and base read, with attributes
+            ``in_shape`` and ``features == C``. Stored as :attr:`embedding` (trained with the
+            flow, saved in its ``state_dict``) and applied once per call, before broadcasting.
 
     Example:
         >>> import torch, exactflow as ef
@@ -99,7 +133,15 @@ class Flow(nn.Module):
 
     """
 
-    def __init__(self, transform: Transform, base: BaseDistribution, validate: bool = True) -> None:
+    def __init__(
+        self,
+        transform: Transform,
+        base: BaseDistribution,
+        validate: bool = True,
+        *,
+        bounds: BoundsLike = None,
+        embedding: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         if not isinstance(transform, Transform):
             raise TypeError(f"Flow: transform must be a Transform, got {type(transform).__name__}")
@@ -120,9 +162,21 @@ class Flow(nn.Module):
                 f"Flow: the transform does not fit the base's event shape"
                 f" {tuple(base.event_shape)}: {error}"
             ) from None
+        if bounds is not None:
+            if len(self._event_shape) != 1:
+                raise ValueError(
+                    f"Flow: bounds= applies to vector events (*, D), got events of shape"
+                    f" {tuple(self._event_shape)}"
+                )
+            step = Bounds(bounds, self._event_shape[0])
+            self._bounds: list[tuple[float, float]] | None = step.pairs
+            transform = Compose([step, transform])
+        else:
+            self._bounds = None
         self.transform = transform
         self.base = base
         self.validate = validate
+        self.embedding = _check_embedding(embedding, self.context)
 
     @property
     def event_shape(self) -> torch.Size:
@@ -135,18 +189,41 @@ class Flow(nn.Module):
         return self.event_shape.numel()
 
     @property
+    def bounds(self) -> list[tuple[float, float]] | None:
+        """Every column's ``(low, high)`` (open ends ``∓inf``) of a flow built with ``bounds=``.
+
+        ``None`` for a flow without them.
+        """
+        return None if self._bounds is None else list(self._bounds)
+
+    @property
     def context(self) -> int:
-        """Context width the flow is conditioned on (0: unconditional)."""
+        """Context width ``C`` the transform and base read (0: unconditional).
+
+        With an :attr:`embedding`, its output width; the raw context has shape
+        :attr:`context_shape`.
+        """
         return max(self.transform.context, self.base.context)
+
+    @property
+    def context_shape(self) -> tuple[int, ...]:
+        """Event shape of the raw context a call takes: ``embedding.in_shape``, else ``(C,)``.
+
+        ``()`` for an unconditional flow.
+        """
+        if self.embedding is not None:
+            return tuple(self.embedding.in_shape)
+        return (self.context,) if self.context else ()
 
     @property
     def config(self) -> dict | None:
         """The preset's constructor keywords as JSON values (a checkpoint's spec saves them).
 
         Set by presets (``self.config = config_of(locals())``); a hand-built flow has none
-        (``AttributeError``). Kept as JSON text and read back as a fresh dict: the flow holds
-        no lists inside dicts, which tools that walk a module's attributes and rebuild the
-        containers they meet cannot handle (sbi's ``VIPosterior`` walks its ``q`` that way).
+        (``AttributeError``), and a preset with an unregistered ``embedding`` has ``None``.
+        Kept as JSON text and read back as a fresh dict: the flow holds no lists inside dicts,
+        which tools that walk a module's attributes and rebuild the containers they meet
+        cannot handle (sbi's ``VIPosterior`` walks its ``q`` that way).
         """
         text = self.__dict__.get("_config")
         if text is None:
@@ -155,6 +232,8 @@ class Flow(nn.Module):
 
     @config.setter
     def config(self, value: dict | None) -> None:
+        if value is not None and isinstance(value.get("embedding"), nn.Module):
+            value = None  # an unregistered embedding: not rebuildable by name
         self.__dict__["_config"] = json.dumps(value)
 
     def upgrade_weights(self, weights: dict[str, Tensor], version: int) -> dict[str, Tensor]:
@@ -198,32 +277,44 @@ class Flow(nn.Module):
     def check_domain(self, x: Tensor, name: str = "x") -> None:
         """Raise ``ValueError`` naming the first entry of ``x`` outside the transform's domain.
 
-        Finite values are real numbers, so only a narrower domain costs a pass over ``x``.
+        Finite values are real numbers, so only a narrower domain costs a pass over ``x``. The
+        box of ``bounds=`` is no error: outside it the density is zero (``log_prob = -inf``).
         """
         domain = self.transform.domain
-        if domain is constraints.real:
+        if domain is constraints.real or self._bounds is not None:
             return
         inside = domain.check(x)
         if not bool(inside.all()):
             where = tuple((~inside).nonzero()[0].tolist())
             raise ValueError(f"{name} is outside the flow's domain {domain} at index {where}")
 
-    def _prepare_context(self, context: Tensor | None) -> Tensor | None:
-        if self.context == 0:
+    def _check_context(self, context: Tensor | None) -> Tensor | None:
+        """The raw context after its checks (``(*B, *context_shape)``); ``ValueError`` else."""
+        width = self.context  # a property: read once
+        if width == 0:
             if context is not None:
                 raise ValueError(
                     f"this flow is unconditional but a context of shape"
                     f" {tuple(context.shape)} was given"
                 )
             return None
+        embedding = self.embedding
+        shape = (width,) if embedding is None else tuple(embedding.in_shape)
         if context is None:
             raise ValueError(
-                f"this flow is conditional: it needs context= of shape (..., {self.context}),"
-                " got None"
+                f"this flow is conditional: it needs context= of shape"
+                f" (..., {', '.join(map(str, shape))}), got None"
             )
         if self.validate and not tracing():
-            self._check_tensor("context", context, (self.context,))
+            self._check_tensor("context", context, shape)
         return context
+
+    def _prepare_context(self, context: Tensor | None) -> Tensor | None:
+        """The checked context as the vector ``(*B, C)`` the transform reads (embedded)."""
+        context = self._check_context(context)
+        if context is None or self.embedding is None:
+            return context
+        return self.embedding(context)
 
     # ------------------------------------------------------------------ density
     def _align(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor | None]:

@@ -82,11 +82,11 @@ class FlowDistribution(Distribution):
     def __init__(
         self, flow: Flow, context: Tensor | None = None, batch_shape: ShapeLike = ()
     ) -> None:
-        if context is not None:
-            context = flow._prepare_context(context)
-            batch_shape = context.shape[:-1]
+        if context is not None:  # kept raw: the flow's calls embed it
+            context = flow._check_context(context)
+            batch_shape = context.shape[: context.dim() - len(flow.context_shape)]
         elif flow.context:
-            flow._prepare_context(None)  # raises the "needs a context" error
+            flow._check_context(None)  # raises the "needs a context" error
         self.flow = flow
         self.context = context
         self._kept: tuple | None = None
@@ -204,7 +204,8 @@ class FlowDistribution(Distribution):
         new.flow, new.context, new._kept = self.flow, self.context, None
         if self.context is not None:  # checked when self was built: no second pass over it
             try:
-                new.context = self.context.expand(batch_shape + self.context.shape[-1:])
+                event = self.context.shape[self.context.dim() - len(self.flow.context_shape) :]
+                new.context = self.context.expand(batch_shape + event)
             except RuntimeError:
                 raise ValueError(
                     f"cannot expand a flow distribution of batch shape"

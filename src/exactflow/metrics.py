@@ -211,6 +211,7 @@ def certificate(
     transform = model.transform
     notes = []
     with torch.no_grad():
+        context = model._prepare_context(context)  # through the flow's embedding, if any
         z, ladj = transform(x, context)
         ladj = ladj.reshape(n, -1).sum(-1)
         try:

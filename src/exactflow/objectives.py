@@ -152,10 +152,11 @@ class NLL(Objective):
                     f"the flow is conditional (context width {flow.context}): pass {name} as"
                     " (x, context)"
                 )
-            if context.dim() != 2 or context.shape[1] != flow.context:
+            shape = flow.context_shape  # the raw context's: an embedding's input, else (C,)
+            if tuple(context.shape[1:]) != shape or context.dim() != 1 + len(shape):
+                expected = ", ".join(["N", *map(str, shape)])
                 raise ValueError(
-                    f"{name} context must have shape (N, {flow.context}), got"
-                    f" {tuple(context.shape)}"
+                    f"{name} context must have shape ({expected}), got {tuple(context.shape)}"
                 )
         flow.check_domain(x, name)
 

@@ -9,12 +9,20 @@ name, and so are :class:`~exactflow.models.DenseVAE` and
 (:meth:`exactflow.data.Standardize.prepend`) whose statistics come with the checkpoint's
 weights. Specs of exactflow 0.1 (``"preset"`` instead of ``"name"``) still build.
 
+A keyword value may itself be the spec of a registered module, one level deep: a conditional
+preset's ``embedding`` (:class:`~exactflow.nn.MLPEmbedding`, :class:`~exactflow.nn.ConvEmbedding`,
+:class:`~exactflow.nn.SetEmbedding`, or a user's registered class) is saved as
+``{"name": ..., "kwargs": ...}`` inside the preset's kwargs, and :func:`build` builds it first
+and passes the module to the preset.
+
 Specs may come from untrusted files, so :func:`build` checks them before allocating anything:
-the keyword values must be JSON scalars or flat lists, the shared size keywords (``features``,
-``context``, ``transforms``, ``hidden``, ``bins``, ``latent``) must be non-negative integers,
-and the model may have at most ``EXACTFLOW_MAX_PARAMETERS`` parameters (estimated from the
-keywords; default :data:`MAX_PARAMETERS`) and ``EXACTFLOW_MAX_LAYERS`` layers (default
-:data:`MAX_LAYERS`). Set those environment variables to raise the limits.
+the keyword values must be JSON scalars, flat lists or (one level deep) a nested spec, the
+shared size keywords (``features``, ``context``, ``transforms``, ``hidden``, ``bins``,
+``latent``) must be non-negative integers, and the model may have at most
+``EXACTFLOW_MAX_PARAMETERS`` parameters (estimated from the keywords, plus the exact count of a
+nested module's, built first on the ``meta`` device, which allocates no memory; default
+:data:`MAX_PARAMETERS`) and ``EXACTFLOW_MAX_LAYERS`` layers (default :data:`MAX_LAYERS`). Set
+those environment variables to raise the limits.
 
 Example:
     >>> import exactflow as ef
@@ -25,6 +33,12 @@ Example:
     >>> rebuilt = ef.registry.build(spec)
     >>> "NSF" in ef.registry.names()
     True
+    >>> embedding = ef.nn.MLPEmbedding(10, 4, hidden=[16])
+    >>> flow = ef.flows.NSF(features=2, context=4, transforms=1, embedding=embedding)
+    >>> ef.registry.spec_of(flow)["kwargs"]["embedding"]
+    {'name': 'MLPEmbedding', 'kwargs': {'in_features': 10, 'features': 4, 'hidden': [16]}}
+    >>> ef.registry.build(ef.registry.spec_of(flow)).embedding.in_shape
+    (10,)
 
 """
 
@@ -43,6 +57,7 @@ from . import flows
 from .data import Standardize
 from .flow import Flow
 from .models import DenseVAE, Dequantized
+from .nn import ConvEmbedding, MLPEmbedding, SetEmbedding
 
 __all__ = [
     "MAX_LAYERS",
@@ -63,6 +78,7 @@ MAX_LAYERS = 10_000
 """Default largest number of layers (``transforms``) in a spec (``EXACTFLOW_MAX_LAYERS``)."""
 
 _SPEC_KEYS = {"name", "preset", "kwargs", "standardize"}
+_NESTED_KEYS = {"name", "kwargs"}
 _SIZES = ("features", "context", "transforms", "bins", "latent", "levels", "steps")
 
 _constructors: dict[str, Callable[..., nn.Module]] = {}
@@ -153,11 +169,16 @@ def limit(variable: str, default: int) -> int:
 
 def _check_value(key: str, value: object) -> None:
     scalar = (type(None), bool, int, float, str)
-    flat = isinstance(value, (list, tuple)) and all(isinstance(v, scalar) for v in value)
+
+    def pair(v: object) -> bool:  # bounds' [low, high], periodic's [column, low, high]
+        lists = (list, tuple)
+        return isinstance(v, lists) and len(v) in (2, 3) and all(isinstance(e, scalar) for e in v)
+
+    flat = isinstance(value, (list, tuple)) and all(isinstance(v, scalar) or pair(v) for v in value)
     if not (isinstance(value, scalar) or flat):
         raise ValueError(
             f"spec kwargs[{key!r}] must be a number, string, boolean, null or a flat list of"
-            f" them, got {type(value).__name__}"
+            f" them (or of [low, high] pairs), got {type(value).__name__}"
         )
     if isinstance(value, (list, tuple)) and len(value) > MAX_LAYERS:
         raise ValueError(f"spec kwargs[{key!r}] has {len(value)} entries (limit {MAX_LAYERS})")
@@ -191,15 +212,8 @@ def _image_estimate(shape: object, sizes: Mapping[str, int], widths: list[int]) 
     return levels * steps * net
 
 
-def check_size(kwargs: Mapping[str, Any]) -> None:
-    """Refuse keywords that would build a model beyond the limits, before building it.
-
-    The parameter count is estimated as ``transforms`` conditioners, each a fully connected
-    network ``features + context -> hidden... -> features · (3 · bins + 1)``, with ``features``
-    the larger of ``features`` and ``latent`` (a VAE's latent width).
-    """
-    for key, value in kwargs.items():
-        _check_value(key, value)
+def _estimate(kwargs: Mapping[str, Any]) -> int:
+    """Parameters the flat keywords ask for, roughly (see :func:`check_size`); layers checked."""
     sizes = {key: _size(key, kwargs[key]) for key in _SIZES if key in kwargs}
     hidden = kwargs.get("hidden")
     widths = [] if hidden is None else hidden if isinstance(hidden, (list, tuple)) else [hidden]
@@ -216,6 +230,77 @@ def check_size(kwargs: Mapping[str, Any]) -> None:
     estimate = layers * sum(a * b + b for a, b in itertools.pairwise(net))
     if "shape" in kwargs:
         estimate = max(estimate, _image_estimate(kwargs["shape"], sizes, widths))
+    return estimate
+
+
+def _nested(key: str, spec: Mapping[str, Any]) -> tuple[Callable[..., nn.Module], dict[str, Any]]:
+    """The constructor and the checked keywords of the nested spec ``kwargs[key]``."""
+    where = f"spec kwargs[{key!r}]"
+    unknown = sorted(set(map(str, spec)) - _NESTED_KEYS)
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in {where}; known: {sorted(_NESTED_KEYS)}")
+    name, kwargs = spec.get("name"), spec.get("kwargs", {})
+    if not isinstance(name, str) or name not in _constructors:
+        raise ValueError(f"unknown module {name!r} in {where}; registered: {names()}")
+    if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
+        raise ValueError(f"{where}['kwargs'] must be a mapping of names, got {kwargs!r}")
+    for inner, value in kwargs.items():  # flat values only: one level of nesting
+        _check_value(f"{key}.{inner}", value)
+    return _constructors[name], dict(kwargs)
+
+
+def _construct(
+    name: str, constructor: Callable[..., nn.Module], kwargs: dict, shown: Mapping | None = None
+) -> nn.Module:
+    """``constructor(**kwargs)``, its refusals as one-line ``ValueError``s naming ``name``.
+
+    ``shown``: the keywords as the spec gives them (nested specs rather than their modules).
+    """
+    try:
+        model = constructor(**kwargs)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        shown = dict(kwargs if shown is None else shown)
+        raise ValueError(f"{name} rejected the spec's kwargs {shown}: {message}") from None
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"{name} built {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _nested_size(key: str, spec: Mapping[str, Any]) -> int:
+    """Parameters and buffer entries of the nested module, counted on the ``meta`` device.
+
+    A meta tensor has a shape and no storage, so the count costs no memory whatever the spec
+    asks for. A constructor that cannot run on the meta device is estimated from its keywords.
+    """
+    constructor, kwargs = _nested(key, spec)
+    estimate = _estimate(kwargs)
+    try:
+        with torch.device("meta"):
+            module = constructor(**kwargs)
+    except (TypeError, ValueError, RuntimeError, OverflowError, NotImplementedError):
+        return estimate  # the real build reports the constructor's refusal
+    if not isinstance(module, nn.Module):
+        return estimate
+    tensors = itertools.chain(module.parameters(), module.buffers())
+    return max(estimate, sum(t.numel() for t in tensors))
+
+
+def check_size(kwargs: Mapping[str, Any]) -> None:
+    """Refuse keywords that would build a model beyond the limits, before building it.
+
+    The parameter count is estimated as ``transforms`` conditioners, each a fully connected
+    network ``features + context -> hidden... -> features · (3 · bins + 1)``, with ``features``
+    the larger of ``features`` and ``latent`` (a VAE's latent width); a nested module's spec
+    (an ``embedding``) adds its own count.
+    """
+    nested = 0
+    for key, value in kwargs.items():
+        if isinstance(value, Mapping):
+            nested += _nested_size(key, value)
+        else:
+            _check_value(key, value)
+    estimate = _estimate(kwargs) + nested
     most = limit("EXACTFLOW_MAX_PARAMETERS", MAX_PARAMETERS)
     if estimate > most:
         raise ValueError(
@@ -226,6 +311,9 @@ def check_size(kwargs: Mapping[str, Any]) -> None:
 
 def build(spec: Mapping[str, Any]) -> nn.Module:
     """Rebuild a model from its spec: ``constructor(**spec["kwargs"])``, checked first.
+
+    A keyword whose value is a nested spec ``{"name", "kwargs"}`` (a preset's ``embedding``)
+    is built first, and the constructor receives the module.
 
     Args:
         spec: ``{"name": name, "kwargs": {...}}``, optionally with ``"standardize": True``
@@ -256,13 +344,11 @@ def build(spec: Mapping[str, Any]) -> nn.Module:
     if not isinstance(standardize, bool):
         raise ValueError(f"spec['standardize'] must be true or false, got {standardize!r}")
     check_size(kwargs)
-    try:
-        model = _constructors[name](**kwargs)
-    except (TypeError, ValueError, RuntimeError, OverflowError) as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ValueError(f"{name} rejected the spec's kwargs {dict(kwargs)}: {message}") from None
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"{name} built {type(model).__name__}, not a torch.nn.Module")
+    built = dict(kwargs)
+    for key, value in kwargs.items():
+        if isinstance(value, Mapping):  # a nested spec (checked by check_size): its module
+            built[key] = _construct(value["name"], *_nested(key, value))
+    model = _construct(name, _constructors[name], built, kwargs)
     if standardize:
         if not isinstance(model, Flow):
             raise ValueError(f"spec['standardize'] applies to flows, not to {name}")
@@ -288,5 +374,8 @@ for _preset in (
     flows.FFJORD,
     DenseVAE,
     Dequantized,
+    MLPEmbedding,
+    ConvEmbedding,
+    SetEmbedding,
 ):
     register(_preset.__name__, _preset)

@@ -7,6 +7,8 @@ Example:
     1000
     >>> hidden("64,64")
     [64, 64]
+    >>> bounds("0:1,0:")
+    [[0.0, 1.0], [0.0, None]]
 
 """
 
@@ -16,16 +18,20 @@ import argparse
 import math
 import re
 
+from ..transforms.bounds import check_bounds
+
 __all__ = [
     "COUPLINGS",
     "MAX_SEED",
     "add_allow_pickle",
     "add_data_arguments",
+    "bounds",
     "count",
     "coupling",
     "hidden",
     "nonnegative",
     "out_folder",
+    "periodic",
     "seed",
     "temperature",
 ]
@@ -98,6 +104,90 @@ def hidden(text: str) -> list[int]:
     if not widths or min(widths) < 1:
         raise argparse.ArgumentTypeError(f"expected positive widths like 64,64, got {text!r}")
     return widths
+
+
+def bounds(text: str) -> list:
+    """Bounded columns: ``low:high`` per column, comma-separated, an empty end open.
+
+    ``0:1,0:,:5,:`` bounds column 1 to ``(0, 1)``, column 2 below by 0, column 3 above by 5
+    and leaves column 4 open; one entry (``0:1``) applies to every column. Returned as the
+    JSON value a preset's config records (:func:`exactflow.transforms.bounds_config`): one
+    ``[low, high]``, or a list of them with ``None`` for an open column.
+
+    Example:
+        >>> bounds("0:1,0:,:5,:")
+        [[0.0, 1.0], [0.0, None], [None, 5.0], None]
+        >>> bounds("-1:1")
+        [-1.0, 1.0]
+
+    """
+    entries = []
+    for entry in text.split(","):
+        ends = entry.split(":")
+        if len(ends) != 2:
+            raise argparse.ArgumentTypeError(
+                f"expected low:high per column (an empty end is open), like 0:1,0:,:5,: ;"
+                f" got {entry.strip()!r} in {text!r}"
+            )
+        pair = []
+        for end in ends:
+            try:
+                value = float(end) if end.strip() else None
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"expected numbers in low:high, got {entry.strip()!r} in {text!r}"
+                ) from None
+            pair.append(None if value is not None and math.isinf(value) else value)
+        entries.append(None if pair == [None, None] else pair)
+    for column, entry in enumerate(entries):
+        try:
+            check_bounds([entry], 1)
+        except ValueError as error:
+            reason = str(error).split(": ", 1)[-1]
+            raise argparse.ArgumentTypeError(
+                f"column {column + 1} (counted from 1): {reason}, in {text!r}"
+            ) from None
+    if all(entry is None for entry in entries):
+        return None  # every column open: no bounds
+    return entries[0] if len(entries) == 1 else entries
+
+
+def periodic(text: str) -> list:
+    """Periodic columns (angles): ``i``, ``i=period`` or ``i=low:high``, comma-separated.
+
+    ``i`` is a column index counted from 0, as ``--columns`` counts. Alone it means period
+    ``2π`` on ``[-π, π)``; ``i=360`` means the interval ``[-180, 180)``; ``i=0:24`` means
+    ``[0, 24)``. The result is the ``[[i, low, high], ...]`` list an ``NSF(periodic=...)``
+    config records.
+
+    Example:
+        >>> periodic("1=0:360,0")
+        [[0, -3.141592653589793, 3.141592653589793], [1, 0.0, 360.0]]
+
+    """
+    entries: dict[int, list] = {}
+    for entry in text.split(","):
+        column, _, interval = entry.strip().partition("=")
+        try:
+            index = int(column)
+            ends = [float(v) for v in interval.split(":")] if interval else [2 * math.pi]
+        except ValueError:
+            index, ends = -1, []
+        if index < 0 or len(ends) not in (1, 2):
+            raise argparse.ArgumentTypeError(
+                f"expected i, i=period or i=low:high per periodic column (i counted from 0),"
+                f" got {entry.strip()!r} in {text!r}"
+            )
+        low, high = (-ends[0] / 2, ends[0] / 2) if len(ends) == 1 else ends
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise argparse.ArgumentTypeError(
+                f"column {index}: a period must be positive and an interval low < high, both"
+                f" finite; got {entry.strip()!r} in {text!r}"
+            )
+        if index in entries:
+            raise argparse.ArgumentTypeError(f"column {index} is given twice in {text!r}")
+        entries[index] = [index, low, high]
+    return [entries[i] for i in sorted(entries)]
 
 
 def coupling(text: str) -> str:

@@ -12,12 +12,23 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .. import data
 from ..flow import DTYPES
+from ..transforms.bounds import check_bounds
 from .errors import CommandError
 from .runs import image_run
 
-__all__ = ["IMAGE_DATA", "data_name", "data_options", "dataset_for", "load_data", "load_images"]
+__all__ = [
+    "IMAGE_DATA",
+    "data_name",
+    "data_options",
+    "dataset_for",
+    "load_data",
+    "load_images",
+    "refuse_outside",
+]
 
 # Data sets that are images only when asked (their pictures are drawn as images).
 IMAGES = ("digits", "binary-digits", "binary-fashion-mnist")
@@ -173,3 +184,30 @@ def dataset_for(
             f"run.json says the images have shape {recorded} but {name} has {image_shape}"
         )
     return ds, image_shape
+
+
+def refuse_outside(given: object, ds: data.Dataset) -> None:
+    """Refuse data outside ``--bounds`` before training: one line naming split, row, column.
+
+    ``given`` is the preset's recorded ``bounds``; the values are compared in the data's dtype,
+    as the flow compares them.
+    """
+    if given is None:
+        return
+    try:
+        pairs = check_bounds(given, ds.features)  # type: ignore[arg-type]
+    except ValueError as error:
+        raise CommandError(f"--bounds: {str(error).splitlines()[0]}") from None
+    for split, x in ds.splits().items():
+        low = torch.tensor([p[0] for p in pairs], dtype=torch.float64).to(x.dtype)
+        high = torch.tensor([p[1] for p in pairs], dtype=torch.float64).to(x.dtype)
+        outside = ~((x > low) & (x < high))
+        if bool(outside.any()):
+            row, column = outside.nonzero()[0].tolist()
+            names = ds.feature_names
+            name = f" ({names[column]})" if names and column < len(names) else ""
+            raise CommandError(
+                f"--bounds: {split} row {row + 1}, column {column + 1}{name} (counted from 1)"
+                f" is {float(x[row, column])}, outside its interval {pairs[column]};"
+                " widen the bounds or drop the row"
+            )

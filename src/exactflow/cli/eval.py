@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..flow import DTYPES
-from . import arguments, targets, vae
+from . import arguments, discrete, targets, vae
 from .datasets import dataset_for
 from .errors import CommandError, one_line
 from .lock import RunLock
@@ -78,12 +78,18 @@ def run(args: argparse.Namespace) -> None:
         line = format_vi_report(report)
     else:
         what = f"a {'VAE' if model == 'vae' else 'density'} run"
-        _refuse(args, ("target", "dim", "samples") + (() if model == "vae" else ("k",)), what)
+        bound = model == "flow" and discrete.uses(record["flow"])  # a bound, like a VAE's
+        _refuse(
+            args, ("target", "dim", "samples") + (() if model == "vae" or bound else ("k",)), what
+        )
         ds, _ = dataset_for(record, args.data, args.allow_pickle)
         fitted = load_model(folder, args.checkpoint, ds.features)
         if model == "vae":
             report = vae.evaluate(fitted, ds, args.split, args.k or vae.EVAL_K)
             line = vae.format_report(ds.name, report)
+        elif bound:
+            report = discrete.evaluate(fitted, ds, args.split, args.k or vae.EVAL_K)
+            line = discrete.format_report(ds.name, report)
         else:
             report = density_report(fitted, ds, args.split)
             line = format_report(ds.name, report)

@@ -16,7 +16,7 @@ import torch
 from .. import data, plot
 from ..flow import Flow
 from ..models import LatentVariableModel
-from .image_runs import class_contexts
+from .image_runs import class_contexts, class_count
 
 if TYPE_CHECKING:
     from ..targets import Target
@@ -106,7 +106,7 @@ PAIRS = 4  # rows of the interpolations
 
 def _image_flow_figures(figures: Path, flow: Flow, ds: data.Dataset) -> list[Path]:
     """The pictures of an image flow (events ``(C, H, W)``); see the module docstring."""
-    classes = flow.context
+    classes = class_count(flow)
     test = ds.test[:64]
     labels = ds.labels[2] if classes else None
     contexts = ds.contexts("test") if classes else None

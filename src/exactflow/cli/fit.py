@@ -27,8 +27,8 @@ from .. import checkpoint, objectives, registry
 from ..data import Dataset
 from ..train import TrainConfig, fit
 from ..train.distributed import launch
-from . import arguments, image_runs, training, vae
-from .datasets import data_name, data_options, load_data, load_images
+from . import arguments, discrete, image_runs, training, vae
+from .datasets import data_name, data_options, load_data, load_images, refuse_outside
 from .errors import CommandError, one_line
 from .figures import draw
 from .report import certificate_failure, density_report, format_report
@@ -56,7 +56,7 @@ DEFAULTS: dict[str, Any] = {
 }
 EPOCHS = 100  # when neither --epochs nor --steps is given
 # What defines the model and its data: fixed once a run has started. (option, where in run.json)
-FLOW_OPTIONS = ("transforms", "hidden", "bins", "bound", "permutation", "coupling")
+FLOW_OPTIONS = ("transforms", "hidden", "bins", "bound", "permutation", "coupling", "bounds")
 DATA_OPTIONS = ("n_train", "n_val", "n_test", "root", "columns", "header")
 TRAIN_FIXED = ("batch_size", "dtype", "optimizer", "schedule")
 # What may change on --resume (it takes effect, and run.json records it).
@@ -64,7 +64,8 @@ CHANGEABLE = ("lr", "weight_decay", "clip_grad", "patience", "epochs", "steps",
               "checkpoint_every", "device", "compile")  # fmt: skip
 # Options of one kind of model only.
 ONLY_FLOW = ("flow", "bins", "bound", "permutation", "coupling", "no_standardize", "image",
-             "kinetic", "jacobian_norm", *image_runs.IMAGE_ONLY)  # fmt: skip
+             "kinetic", "jacobian_norm", "bounds", *image_runs.IMAGE_ONLY,
+             *discrete.OPTIONS)  # fmt: skip
 # The NLL's regularizers of continuous-time flows: option -> key of run.json's objective.
 REGULARIZERS = {"kinetic": "kinetic", "jacobian_norm": "jacobian"}
 ONLY_VAE = ("posterior", "latent", "likelihood", "context", "kind", "objective", "k", "eval_k")
@@ -82,6 +83,13 @@ def add_parser(sub: Any) -> None:
     flow_options = p.add_argument_group("flow")
     training.add_flow_options(flow_options)
     image_runs.add_options(flow_options)
+    discrete.add_options(flow_options)
+    flow_options.add_argument(
+        "--bounds",
+        type=arguments.bounds,
+        help="bounded columns, low:high each (an empty end is open), e.g. 0:1,0:,:5,: or 0:1 for"
+        " all: the flow's density is zero outside and its samples stay inside",
+    )
     flow_options.add_argument(
         "--kinetic", type=arguments.weight, help="ffjord: weight of the kinetic-energy penalty"
     )
@@ -135,6 +143,11 @@ def _new_record(args: argparse.Namespace, out: Path) -> tuple[dict, TrainConfig]
         image = image_runs.wanted(args, flow)
         if not image:
             training.vector_coupling(args)
+        elif args.bounds is not None:
+            raise CommandError(
+                "--bounds applies to vector data; image flows map their pixels in [0, 1) by a"
+                " logit of their own"
+            )
     epochs = args.epochs if args.epochs is not None or args.steps is not None else EPOCHS
     train = {key: _given(args, key) for key in (*TRAIN_FIXED, *CHANGEABLE) if key in DEFAULTS}
     for key in ("clip_grad", "patience"):  # 0 turns them off
@@ -209,6 +222,7 @@ def _refuse_changes(args: argparse.Namespace, record: dict) -> None:
         )
         weights = record.get("objective", {})
         recorded.update({k: weights.get(key) for k, key in REGULARIZERS.items()})
+        recorded.update(discrete.recorded(spec))
     recorded.update({k: record["data"]["options"].get(k) for k in DATA_OPTIONS})
     recorded.update({k: record["train"].get(k) for k in TRAIN_FIXED})
     given = data_options(args)
@@ -235,12 +249,16 @@ def run(args: argparse.Namespace) -> None:
         spec["kwargs"] = image_runs.kwargs(args, _given(args, "flow"), ds)
     else:
         spec["kwargs"] = {"features": ds.features, **spec["kwargs"]}
+        refuse_outside(spec["kwargs"].get("bounds"), ds)
+    config = discrete.apply(record, args, ds, config, image=pixels is not None)
+    spec = record[_spec_key(record)]
     _check_splits(ds)
     try:
         model = _build(spec, config.seed)
     except ValueError as e:
         option = "--model vae" if kind(record) == "vae" else f"--flow {_given(args, 'flow')}"
         raise CommandError(f"{option}: {one_line(e)}") from None
+    discrete.prepare(model, spec, ds)
 
     def body(folder: Path, created: bool) -> None:
         staged = config if folder == out else training.config_in(config, folder)
@@ -318,6 +336,8 @@ def _fit_into(
     if is_vae:
         objective = vae.objective(record["objective"])
         train_data = vae.training_data(record, ds, config)
+    elif discrete.uses(spec):  # the dequantization bound
+        objective, train_data = objectives.ELBO(), ds.train
     elif image:  # fresh dequantization noise every batch
         objective = objectives.NLL()
         train_data, val = image_runs.training_data(spec, pixels, ds, config)
@@ -347,12 +367,14 @@ def _fit_into(
     if is_vae:
         report = vae.evaluate(best, ds, k=args.eval_k or vae.EVAL_K)
         line = vae.format_report(ds.name, report)
+    elif discrete.uses(spec):
+        report, line = discrete.report(best, ds)
     else:
         report = density_report(best, ds)
         line = format_report(ds.name, report)
 
     def figures() -> list[Path]:
-        return draw(folder, best, ds, image_shape, config.seed)
+        return draw(folder, discrete.drawn(best), ds, image_shape, config.seed)
 
     training.finish(
         folder, out, result, report, line, caught, "fit", None if args.no_plots else figures

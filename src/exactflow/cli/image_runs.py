@@ -15,7 +15,9 @@ The preset's keyword arguments, recorded in ``run.json`` and fixed on ``--resume
 steps per level), ``hidden`` (``--hidden``: one channel count for glow and residual, widths for
 realnvp),
 ``coupling`` (``--coupling affine|additive|spline``, glow; ``bins``/``bound`` for its spline) and
-``context=K`` with ``--conditional`` (class-conditional on the one-hot label of ``K`` classes).
+``context=K`` with ``--conditional`` (class-conditional on the one-hot label of ``K`` classes),
+or with ``--conditional --embedding E`` ``context=E`` and ``embedding`` the spec of an
+:class:`~exactflow.nn.MLPEmbedding` ``K -> E`` of the one-hot label, trained with the flow.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from .errors import CommandError
 __all__ = [
     "add_options",
     "class_contexts",
+    "class_count",
     "kwargs",
     "recorded",
     "training_data",
@@ -47,7 +50,7 @@ OPTIONAL = ("realnvp", "residual", "residualflow")
 #: Presets whose ``--hidden`` on images is one channel count.
 CHANNELS = ("glow", "residual", "residualflow")
 #: ``fit`` options of image runs only.
-IMAGE_ONLY = ("levels", "conditional")
+IMAGE_ONLY = ("levels", "conditional", "embedding")
 
 
 def add_options(g: Any) -> None:
@@ -65,6 +68,11 @@ def add_options(g: Any) -> None:
         action="store_true",
         default=None,
         help="image flows: class-conditional on the one-hot label",
+    )
+    g.add_argument(
+        "--embedding",
+        type=arguments.count,
+        help="with --conditional: the label through a learned embedding of this width",
     )
 
 
@@ -123,6 +131,12 @@ def kwargs(args: argparse.Namespace, flow: str, ds: data.Dataset) -> dict[str, A
                 " folder needs train-labels-idx1-ubyte and t10k-labels-idx1-ubyte)"
             )
         spec["context"] = ds.classes
+        if args.embedding is not None:  # the one-hot label through MLPEmbedding(K, E, [E])
+            width = args.embedding
+            mlp = {"in_features": ds.classes, "features": width, "hidden": [width]}
+            spec.update(context=width, embedding={"name": "MLPEmbedding", "kwargs": mlp})
+    elif args.embedding is not None:
+        raise CommandError("--embedding applies to class-conditional runs: add --conditional")
     return spec
 
 
@@ -139,6 +153,7 @@ def recorded(spec: dict[str, Any]) -> dict[str, Any]:
         "bound": kw.get("bound"),
         "permutation": None,
         "conditional": True if kw.get("context") else None,
+        "embedding": kw["embedding"]["kwargs"]["features"] if kw.get("embedding") else None,
         "image": True,
     }
 
@@ -165,15 +180,22 @@ def training_data(
     return source, val
 
 
+def class_count(flow: Flow) -> int:
+    """Number ``K`` of classes of a class-conditional flow (0: unconditional).
+
+    Its contexts are one-hot labels ``(*, K)``: ``flow.context``, or the input width of its
+    label embedding.
+    """
+    return flow.context_shape[0] if flow.context else 0
+
+
 def class_contexts(flow: Flow, start: int, n: int, label: int | None = None) -> torch.Tensor:
     """One-hot contexts of draws ``start..start+n-1`` of a class-conditional flow.
 
     Every draw gets ``label``, or without it the classes in turn: draw ``i`` is of class
-    ``i mod K`` (``K = flow.context``). In the flow's dtype, on its device.
+    ``i mod K`` (``K``: :func:`class_count`). In the flow's dtype, on its device.
     """
     dtype, device = placement(flow)
-    if label is None:
-        labels = torch.arange(start, start + n) % flow.context
-    else:
-        labels = torch.full((n,), label)
-    return data.one_hot(labels, flow.context, dtype).to(device)
+    k = class_count(flow)
+    labels = torch.arange(start, start + n) % k if label is None else torch.full((n,), label)
+    return data.one_hot(labels, k, dtype).to(device)

@@ -60,7 +60,8 @@ def density_report(flow: Flow, ds: Dataset, split: str = "test") -> dict[str, An
     context = ds.contexts(split) if flow.context else None
     if flow.context and context is None:
         raise ValueError(
-            f"the flow is conditional on {flow.context} classes, but {ds.name} has no labels"
+            f"the flow is conditional on {flow.context_shape[0]} classes, but {ds.name} has no"
+            " labels"
         )
     return metrics.evaluate(flow, ds, split, context=context)
 

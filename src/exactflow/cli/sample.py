@@ -20,7 +20,7 @@ import torch
 
 from .. import plot
 from ..atomic import temporaries, write_atomic
-from ..models import LatentVariableModel
+from ..models import Dequantized, LatentVariableModel
 from . import arguments, image_runs
 from .errors import CommandError
 from .runs import load_model, owned_by_a_run, read_record
@@ -92,12 +92,13 @@ def run(args: argparse.Namespace) -> None:
     shape = record.get("image_shape")
     suffix = _check_output(out, args, shape)
     model = load_model(folder, args.checkpoint)
-    is_vae = isinstance(model, LatentVariableModel)
+    table = isinstance(model, Dequantized)  # discrete columns: drawn as integers
+    is_vae = isinstance(model, LatentVariableModel) and not table
     if args.mean and not is_vae:
         raise CommandError("--mean applies to VAE runs only: a flow's samples are its draws")
     if is_vae and args.temperature != 1.0:
         raise CommandError("--temperature applies to flows only, not to a VAE run")
-    classes = 0 if is_vae else model.context
+    classes = 0 if is_vae else image_runs.class_count(model)
     if args.label is not None and not classes:
         raise CommandError(
             "--class applies to class-conditional runs only (fit --conditional); this run's"
@@ -123,7 +124,8 @@ def run(args: argparse.Namespace) -> None:
                 context = image_runs.class_contexts(model, start, m, args.label)
                 drawn = model.sample((), context, args.temperature)
             else:
-                drawn = model.sample((m,), temperature=args.temperature)
+                draws = m if table else (m,)
+                drawn = model.sample(draws, temperature=args.temperature)
             chunks.append(drawn.flatten(1))
     samples = torch.cat(chunks).double().numpy()
     for stale in temporaries(out):  # left by a killed sample writing the same file

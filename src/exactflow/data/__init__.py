@@ -34,6 +34,7 @@ Example:
 
 """
 
+from .angles import VonMisesMixtureDensity, torus
 from .binarize import DynamicBinarization, binarized, intensities
 from .catalog import from_density, list_datasets, load
 from .dataset import Dataset, one_hot, split_rows
@@ -73,6 +74,7 @@ __all__ = [
     "Standardize",
     "Table",
     "UniformDequantization",
+    "VonMisesMixtureDensity",
     "binarized",
     "bits_per_dim",
     "checkerboard",
@@ -105,4 +107,5 @@ __all__ = [
     "read_table",
     "spirals",
     "split_rows",
+    "torus",
 ]

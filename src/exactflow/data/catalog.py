@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from .angles import torus
 from .binarize import binarized
 from .checks import check_size, floating_dtype, seed_option
 from .dataset import Dataset, check_rows, convert, split_locator, stream_seed
@@ -121,6 +122,7 @@ _TOY_OPTIONS = {
     "pinwheel": ("arms", "radial_std", "noise", "rate", "scale"),
     "gmm2d": ("components", "mixture_seed", "spread", "scales", "entropy_samples"),
     "gmm": ("dim", "components", "mixture_seed", "spread", "scales", "entropy_samples"),
+    "torus": ("concentration",),
 }
 _TABLE_OPTIONS = ("columns", "header", "delimiter", "split", "shuffle", "dtype")
 #: Options that would make loading run code from a file; :func:`load` never passes them on.
@@ -143,6 +145,10 @@ def _entries() -> dict[str, _Entry]:
         "pinwheel": (pinwheel, "five bending arms + Gaussian noise (exact density, quadrature)"),
         "gmm2d": (_gmm2d, "seeded 8-component 2-D Gaussian mixture (closed-form density)"),
         "gmm": (_gmm, "seeded Gaussian mixture, dim=16 by default (closed form, MC entropy)"),
+        "torus": (
+            torus,
+            "angles on [-pi, pi)^2: 3 products of von Mises, 2 across the seam (closed form)",
+        ),
     }
     entries = {
         name: _Entry(text, _toy(f, text), (*_SIZES, *_TOY_OPTIONS[name]))

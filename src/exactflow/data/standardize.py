@@ -14,6 +14,7 @@ checkpoints (``spec["standardize"]``) and the benchmarks all use it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -131,6 +132,10 @@ class Standardize:
         The step is a frozen :class:`~exactflow.transforms.Affine` (``log_scale = -log σ``,
         ``shift = -μ/σ``, ``requires_grad=False``: optimizers leave it alone) whose
         log-determinant ``-Σ_i log σ_i`` makes the new flow's ``log_prob`` a density of ``x``.
+        The columns of a flow with ``bounds=`` that have a finite end are left as they are
+        (``μ = 0``, ``σ = 1``, which the affine step applies exactly): their bounds are in data
+        units, and their maps onto the real line are scale-free. The flow's ``embedding`` is
+        kept.
 
         Args:
             flow: A flow over vectors ``(*, D)``; its modules are shared, not copied.
@@ -159,8 +164,16 @@ class Standardize:
         dtype, device = placement(flow)
         affine = Affine(len(self.mean)).to(dtype=dtype, device=device)
         mean, std = self.mean.to(torch.float64), self.std.to(torch.float64)
+        if flow.bounds is not None:  # bounded columns pass unchanged (exactly) to their maps
+            fixed = torch.tensor([math.isfinite(a) or math.isfinite(b) for a, b in flow.bounds])
+            mean, std = mean.masked_fill(fixed, 0.0), std.masked_fill(fixed, 1.0)
         with torch.no_grad():
             affine.log_scale.copy_(-std.log())
             affine.shift.copy_(-mean / std)
         affine.requires_grad_(False)
-        return Flow(Compose([affine, flow.transform]), flow.base, validate=flow.validate)
+        return Flow(
+            Compose([affine, flow.transform]),
+            flow.base,
+            validate=flow.validate,
+            embedding=flow.embedding,
+        )

@@ -3,8 +3,9 @@
 Every preset takes the same keywords: ``features`` (data width; image presets take
 ``shape=(C, H, W)`` and ``levels``/``steps`` instead), ``context`` (context width,
 0 for none), ``transforms`` (number of steps), ``hidden`` (conditioner hidden widths) and
-``validate`` (check inputs of direct calls), plus its own (``bins`` for splines, ...). Each
-returns an :class:`exactflow.Flow`.
+``validate`` (check inputs of direct calls), the keyword-only ``bounds`` (bounded columns) and
+``embedding`` (a module from the raw context to the context vector), plus its own (``bins`` for
+splines, ...). Each returns an :class:`exactflow.Flow`.
 """
 
 from . import (

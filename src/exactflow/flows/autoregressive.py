@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from torch import nn
+
 from ..flow import Flow
 from ..transforms import AffineMap
+from ..transforms.bounds import BoundsLike
 from .chains import autoregressive_flow, config_of
 
 __all__ = ["IAF", "MAF"]
@@ -34,6 +37,10 @@ class MAF(Flow):
             (:class:`~exactflow.transforms.AffineMap`); ``None``: unbounded.
         validate: Check the inputs of direct ``log_prob``/``sample`` calls (see
             :class:`~exactflow.Flow`).
+        bounds: Bounded columns, ``(low, high)`` per column or for all (see
+            :class:`~exactflow.Flow`).
+        embedding: A module from the raw context to the ``context`` features the
+            conditioners read, trained with the flow (see :class:`~exactflow.Flow`).
 
     Example:
         >>> import torch, exactflow as ef
@@ -54,8 +61,14 @@ class MAF(Flow):
         seed: int = 0,
         scale_bound: float | None = 3.0,
         validate: bool = True,
+        *,
+        bounds: BoundsLike = None,
+        embedding: nn.Module | None = None,
     ) -> None:
-        autoregressive_flow(self, "MAF", AffineMap(scale_bound), config_of(locals()), validate)
+        autoregressive_flow(
+            self, "MAF", AffineMap(scale_bound), config_of(locals()), validate,
+            bounds=bounds, embedding=embedding,
+        )  # fmt: skip
 
 
 class IAF(Flow):
@@ -79,6 +92,10 @@ class IAF(Flow):
             (:class:`~exactflow.transforms.AffineMap`); ``None``: unbounded.
         validate: Check the inputs of direct ``log_prob``/``sample`` calls (see
             :class:`~exactflow.Flow`).
+        bounds: Bounded columns, ``(low, high)`` per column or for all (see
+            :class:`~exactflow.Flow`).
+        embedding: A module from the raw context to the ``context`` features the
+            conditioners read, trained with the flow (see :class:`~exactflow.Flow`).
 
     Example:
         >>> import torch, exactflow as ef
@@ -100,7 +117,11 @@ class IAF(Flow):
         seed: int = 0,
         scale_bound: float | None = 3.0,
         validate: bool = True,
+        *,
+        bounds: BoundsLike = None,
+        embedding: nn.Module | None = None,
     ) -> None:
         autoregressive_flow(
-            self, "IAF", AffineMap(scale_bound), config_of(locals()), validate, inverse=True
-        )
+            self, "IAF", AffineMap(scale_bound), config_of(locals()), validate, inverse=True,
+            bounds=bounds, embedding=embedding,
+        )  # fmt: skip

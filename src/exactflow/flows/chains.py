@@ -19,6 +19,7 @@ from ..transforms import (
     MaskedAutoregressive,
     Transform,
 )
+from ..transforms.bounds import BoundsLike, bounds_config
 from ..transforms.coupling import coupling_mask
 
 __all__ = [
@@ -137,13 +138,28 @@ def config_of(arguments: dict[str, object]) -> dict:
 
     Called as ``config_of(locals())`` on the first line of a preset's ``__init__``, so the
     saved keywords are exactly the signature's; ``validate`` is left out (it switches input
-    checks, it does not shape the model).
+    checks, it does not shape the model), and so are ``bounds`` and ``embedding`` when ``None``
+    (the configs of flows without them are unchanged). ``bounds`` is recorded as ``[low, high]``
+    lists (``None`` for an open end, :func:`~exactflow.transforms.bounds_config`), an
+    ``embedding`` as its registry spec ``{"name", "kwargs"}``; an embedding that is not
+    registered stays the module itself, and :attr:`exactflow.Flow.config` then records
+    ``None`` (the flow cannot be rebuilt by name).
     """
-    return {
+    config = {
         k: list(v) if isinstance(v, tuple | list) else v
         for k, v in arguments.items()
-        if k not in ("self", "validate", "__class__")
+        if k not in ("self", "validate", "__class__", "bounds", "embedding")
     }
+    if arguments.get("bounds") is not None:
+        config["bounds"] = bounds_config(arguments["bounds"])  # type: ignore[arg-type]
+    embedding = arguments.get("embedding")
+    if isinstance(embedding, nn.Module):
+        from ..registry import spec_of  # the registry imports the presets
+
+        config["embedding"] = spec_of(embedding) or embedding
+    elif embedding is not None:
+        config["embedding"] = embedding  # not a module: the flow's check names it
+    return config
 
 
 def autoregressive_flow(
@@ -153,12 +169,16 @@ def autoregressive_flow(
     settings: dict,
     validate: bool,
     inverse: bool = False,
+    *,
+    bounds: BoundsLike = None,
+    embedding: nn.Module | None = None,
 ) -> None:
     """Initialize ``flow`` as masked autoregressive layers of ``map`` on a standard normal base.
 
     ``settings`` is the preset's ``config_of(locals())``, from which ``features``, ``context``,
     ``transforms``, ``hidden``, ``permutation``, ``residual`` and ``seed`` are read (the
     presets MAF, IAF, NAF and UMNN differ only in their map); it becomes ``flow.config``.
+    ``bounds`` and ``embedding`` go to :class:`~exactflow.Flow` as they are.
     """
     features, transforms, permutation = (
         settings["features"], settings["transforms"], settings["permutation"]
@@ -175,5 +195,12 @@ def autoregressive_flow(
         settings["seed"],
         inverse=inverse,
     )
-    Flow.__init__(flow, Compose(steps), StandardNormal(features), validate=validate)
+    Flow.__init__(
+        flow,
+        Compose(steps),
+        StandardNormal(features),
+        validate=validate,
+        bounds=bounds,
+        embedding=embedding,
+    )
     flow.config = settings

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from torch import nn
+
 from ..distributions import StandardNormal
 from ..flow import Flow
 from ..transforms import Compose, ContinuousFlow
+from ..transforms.bounds import BoundsLike
 from .chains import check_preset, config_of
 
 __all__ = ["FFJORD"]
@@ -33,6 +36,10 @@ class FFJORD(Flow):
         atol: Absolute tolerance of the solver in training.
         rtol: Relative tolerance of the solver in training.
         validate: Check the inputs of direct ``log_prob``/``sample`` calls.
+        bounds: Bounded columns, ``(low, high)`` per column or for all (see
+            :class:`~exactflow.Flow`).
+        embedding: A module from the raw context to the ``context`` features the
+            conditioners read, trained with the flow (see :class:`~exactflow.Flow`).
 
     Example:
         >>> import torch, exactflow as ef
@@ -53,6 +60,9 @@ class FFJORD(Flow):
         atol: float = 1e-5,
         rtol: float = 1e-5,
         validate: bool = True,
+        *,
+        bounds: BoundsLike = None,
+        embedding: nn.Module | None = None,
     ) -> None:
         config = config_of(locals())
         check_preset("FFJORD", features, transforms)
@@ -60,5 +70,6 @@ class FFJORD(Flow):
             ContinuousFlow(features, hidden, context, time, solver, atol, rtol)
             for _ in range(transforms)
         ]
-        super().__init__(Compose(steps), StandardNormal(features), validate=validate)
+        base = StandardNormal(features)
+        super().__init__(Compose(steps), base, validate, bounds=bounds, embedding=embedding)
         self.config = config

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from torch import nn
+
 from ..distributions import StandardNormal
 from ..flow import Flow
 from ..transforms import Additive, Affine, AffineMap, Compose
+from ..transforms.bounds import BoundsLike
 from .chains import check_preset, config_of, coupling_layers
-from .image import image_realnvp
+from .image import image_realnvp, refuse_bounds
 
 __all__ = ["NICE", "RealNVP"]
 
@@ -33,6 +36,10 @@ class NICE(Flow):
         seed: Seed of the random masks.
         validate: Check the inputs of direct ``log_prob``/``sample`` calls (see
             :class:`~exactflow.Flow`).
+        bounds: Bounded columns, ``(low, high)`` per column or for all (see
+            :class:`~exactflow.Flow`).
+        embedding: A module from the raw context to the ``context`` features the
+            conditioners read, trained with the flow (see :class:`~exactflow.Flow`).
 
     Example:
         >>> import torch, exactflow as ef
@@ -52,14 +59,18 @@ class NICE(Flow):
         residual: bool = False,
         seed: int = 0,
         validate: bool = True,
+        *,
+        bounds: BoundsLike = None,
+        embedding: nn.Module | None = None,
     ) -> None:
         config = config_of(locals())
         check_preset("NICE", features, transforms, permutation)
         steps = coupling_layers(
             Additive(), features, context, transforms, hidden, permutation, residual, seed
         )
+        base = StandardNormal(features)
         super().__init__(
-            Compose([*steps, Affine(features)]), StandardNormal(features), validate=validate
+            Compose([*steps, Affine(features)]), base, validate, bounds=bounds, embedding=embedding
         )
         self.config = config
 
@@ -95,6 +106,10 @@ class RealNVP(Flow):
             (:class:`~exactflow.transforms.AffineMap`); ``None``: unbounded.
         validate: Check the inputs of direct ``log_prob``/``sample`` calls (see
             :class:`~exactflow.Flow`).
+        bounds: Bounded columns, ``(low, high)`` per column or for all (see
+            :class:`~exactflow.Flow`); vectors only (images have their logit).
+        embedding: A module from the raw context to the ``context`` features the
+            conditioners read, trained with the flow (see :class:`~exactflow.Flow`).
         shape: The image ``(C, H, W)`` for the multi-scale flow (instead of ``features``).
         levels: Number of levels (squeezes) of the multi-scale flow.
         steps: Couplings per mask type and level (3 in the paper).
@@ -125,6 +140,8 @@ class RealNVP(Flow):
         scale_bound: float | None = 3.0,
         validate: bool = True,
         *,
+        bounds: BoundsLike = None,
+        embedding: nn.Module | None = None,
         shape: Sequence[int] | None = None,
         levels: int = 2,
         steps: int = 3,
@@ -138,9 +155,10 @@ class RealNVP(Flow):
                 f" features={features} and shape={shape}"
             )
         if shape is not None:
+            refuse_bounds("RealNVP", bounds)
             image_realnvp(self, shape, context, levels, steps, hidden, scale_bound, alpha,
-                          memory_saving, validate)  # fmt: skip
-            self.config = {k: config[k] for k in _IMAGE_KEYS}
+                          memory_saving, validate, embedding)  # fmt: skip
+            self.config = {k: config[k] for k in _IMAGE_KEYS if k in config}
             return
         check_preset("RealNVP", features, transforms, permutation)
         steps_list = coupling_layers(
@@ -153,11 +171,12 @@ class RealNVP(Flow):
             residual,
             seed,
         )
-        super().__init__(Compose(steps_list), StandardNormal(features), validate=validate)
+        base = StandardNormal(features)
+        super().__init__(Compose(steps_list), base, validate, bounds=bounds, embedding=embedding)
         self.config = {k: v for k, v in config.items() if k not in _IMAGE_ONLY}
 
 
 # The keywords of each RealNVP form: a checkpoint records those of its own.
 _IMAGE_KEYS = ("shape", "context", "levels", "steps", "hidden", "scale_bound", "alpha",
-               "memory_saving")  # fmt: skip
+               "memory_saving", "embedding")  # fmt: skip
 _IMAGE_ONLY = ("shape", "levels", "steps", "alpha", "memory_saving")

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+from torch import nn
 
 from ..distributions import BaseDistribution, ConditionalDiagNormal, StandardNormal
 from ..flow import Flow
@@ -33,6 +34,7 @@ from ..transforms import (
     Squeeze,
     Transform,
 )
+from ..transforms.bounds import BoundsLike
 from ..transforms.coupling import coupling_mask
 from .chains import config_of
 
@@ -71,6 +73,15 @@ def check_image_preset(
             f" must be multiples of {side}, got {h}x{w} (use fewer levels, or pad/crop)"
         )
     return c, h, w
+
+
+def refuse_bounds(name: str, bounds: object) -> None:
+    """``ValueError`` for ``bounds=`` on an image flow (its pixels have their own map)."""
+    if bounds is not None:
+        raise ValueError(
+            f"{name}: bounds= applies to vector flows; image pixels in [0, 1) already go through"
+            f" the logit, got bounds={bounds!r}"
+        )
 
 
 def _preprocess(name: str, preprocess: str | None, alpha: float) -> list[Transform]:
@@ -193,6 +204,9 @@ class Glow(Flow):
             pass instead of keeping them (:class:`~exactflow.transforms.Recompute`): less
             memory, about one more forward pass of time.
         validate: Check the inputs of direct ``log_prob``/``sample`` calls.
+        bounds: Refused (``ValueError``): pixels have their own map, the logit.
+        embedding: A module from the raw context to the ``context`` features the networks and
+            the base read, trained with the flow (see :class:`~exactflow.Flow`).
 
     Example:
         >>> import torch, exactflow as ef
@@ -218,8 +232,12 @@ class Glow(Flow):
         bound: float = 5.0,
         memory_saving: bool = False,
         validate: bool = True,
+        *,
+        bounds: BoundsLike = None,
+        embedding: nn.Module | None = None,
     ) -> None:
         config = config_of(locals())
+        refuse_bounds("Glow", bounds)
         c, h, w = check_image_preset("Glow", shape, levels, steps, context)
         if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
             raise ValueError(f"Glow: hidden must be a positive int (channels), got {hidden!r}")
@@ -236,7 +254,8 @@ class Glow(Flow):
             current = _kept(squeezed)
         chain = nest_levels(blocks, splits, prior, context, _memory_wrap(memory_saving))
         steps_all = [*_preprocess("Glow", preprocess, alpha), *chain]
-        super().__init__(Compose(steps_all), _base(c * h * w, context), validate=validate)
+        base = _base(c * h * w, context)
+        super().__init__(Compose(steps_all), base, validate=validate, embedding=embedding)
         self.config = config
 
 
@@ -305,6 +324,7 @@ def image_realnvp(
     alpha: float,
     memory_saving: bool,
     validate: bool,
+    embedding: nn.Module | None = None,
 ) -> None:
     """Initialize ``flow`` (a ``RealNVP``) as the multi-scale image flow of ``shape``."""
     c, h, w = check_image_preset("RealNVP", shape, levels, steps, context)
@@ -312,4 +332,5 @@ def image_realnvp(
     chain = image_realnvp_steps((c, h, w), levels, steps, hidden, context, scale_bound,
                                 memory_saving)  # fmt: skip
     transform = Compose([*_preprocess("RealNVP", "logit", alpha), *chain])
-    Flow.__init__(flow, transform, _base(c * h * w, context), validate=validate)
+    base = _base(c * h * w, context)
+    Flow.__init__(flow, transform, base, validate=validate, embedding=embedding)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from torch import nn
+
 from .. import transforms as T
 from ..distributions import StandardNormal
 from ..flow import Flow
+from ..transforms.bounds import BoundsLike
 from .chains import autoregressive_flow, check_preset, config_of
 
 __all__ = ["BNAF", "NAF", "UMNN"]
@@ -32,6 +35,10 @@ class NAF(Flow):
         residual: Masked residual blocks in the MADEs.
         seed: Seed of the random orders.
         validate: Check the inputs of direct ``log_prob``/``sample`` calls.
+        bounds: Bounded columns, ``(low, high)`` per column or for all (see
+            :class:`~exactflow.Flow`).
+        embedding: A module from the raw context to the ``context`` features the
+            conditioners read, trained with the flow (see :class:`~exactflow.Flow`).
 
     Example:
         >>> import torch, exactflow as ef
@@ -52,15 +59,26 @@ class NAF(Flow):
         residual: bool = False,
         seed: int = 0,
         validate: bool = True,
+        *,
+        bounds: BoundsLike = None,
+        embedding: nn.Module | None = None,
     ) -> None:
-        autoregressive_flow(self, "NAF", T.DeepSigmoid(sigmoids), config_of(locals()), validate)
+        autoregressive_flow(
+            self,
+            "NAF",
+            T.DeepSigmoid(sigmoids),
+            config_of(locals()),
+            validate,
+            bounds=bounds,
+            embedding=embedding,
+        )
 
 
 class UMNN(Flow):
     """Autoregressive flow of unconstrained monotonic neural networks (Wehenkel & Louppe 2019).
 
     ``transforms`` masked autoregressive layers ``y_i = b_i + ∫_0^{x_i} g(t; h_i) dt`` with the
-    embedding ``h_i`` and offset ``b_i`` from a :class:`~exactflow.nn.MADE` of ``x_{<i}`` and
+    code ``h_i`` and offset ``b_i`` from a :class:`~exactflow.nn.MADE` of ``x_{<i}`` and
     the context, and ``g > 0`` a network per layer (:class:`~exactflow.transforms.UMNN`);
     ``log|det J| = Σ_layers Σ_i log g(x_i; h_i)``, exact. The integral is a Clenshaw–Curtis
     quadrature: ``nodes`` points in training, refined in eval mode until it is exact to
@@ -73,7 +91,8 @@ class UMNN(Flow):
         transforms: Number of autoregressive layers.
         hidden: Hidden widths of each MADE.
         integrand: Hidden widths of each layer's integrand network ``g``.
-        embedding: Size of the per-coordinate embedding ``h_i``.
+        code: Size of the per-coordinate code ``h_i`` the MADE predicts (the UMNN paper's
+            embedding; an int given as ``embedding=``, as older configs do, is read as this).
         bound: Width ``B`` of the integrand's envelope: beyond ``|x| >> B`` each map is a
             shift (slope 1), like a spline's linear tails.
         nodes: Quadrature points in training (``2^k + 1``).
@@ -81,6 +100,10 @@ class UMNN(Flow):
         residual: Masked residual blocks in the MADEs.
         seed: Seed of the random orders.
         validate: Check the inputs of direct ``log_prob``/``sample`` calls.
+        bounds: Bounded columns, ``(low, high)`` per column or for all (see
+            :class:`~exactflow.Flow`).
+        embedding: A module from the raw context to the ``context`` features the
+            conditioners read, trained with the flow (see :class:`~exactflow.Flow`).
 
     Example:
         >>> import torch, exactflow as ef
@@ -97,16 +120,28 @@ class UMNN(Flow):
         transforms: int = 3,
         hidden: Sequence[int] = (64, 64),
         integrand: Sequence[int] = (32, 32),
-        embedding: int = 8,
+        code: int = 8,
         bound: float = 5.0,
         nodes: int = 33,
         permutation: str = "reverse",
         residual: bool = False,
         seed: int = 0,
         validate: bool = True,
+        *,
+        bounds: BoundsLike = None,
+        embedding: nn.Module | None = None,
     ) -> None:
+        if isinstance(embedding, int) and not isinstance(embedding, bool):
+            # Configs written before ``code`` existed name the code size ``embedding``.
+            code, embedding = embedding, None
         autoregressive_flow(
-            self, "UMNN", T.UMNN(integrand, embedding, bound, nodes), config_of(locals()), validate
+            self,
+            "UMNN",
+            T.UMNN(integrand, code, bound, nodes),
+            config_of(locals()),
+            validate,
+            bounds=bounds,
+            embedding=embedding,
         )
 
 
@@ -129,6 +164,10 @@ class BNAF(Flow):
         transforms: Number of BNAF steps.
         hidden: Hidden widths of each step (``ceil(h / D)`` units per coordinate).
         validate: Check the inputs of direct ``log_prob``/``sample`` calls.
+        bounds: Bounded columns, ``(low, high)`` per column or for all (see
+            :class:`~exactflow.Flow`).
+        embedding: A module from the raw context to the ``context`` features the
+            conditioners read, trained with the flow (see :class:`~exactflow.Flow`).
 
     Example:
         >>> import torch, exactflow as ef
@@ -145,6 +184,9 @@ class BNAF(Flow):
         transforms: int = 3,
         hidden: Sequence[int] = (64, 64),
         validate: bool = True,
+        *,
+        bounds: BoundsLike = None,
+        embedding: nn.Module | None = None,
     ) -> None:
         config = config_of(locals())
         check_preset("BNAF", features, transforms)
@@ -153,5 +195,6 @@ class BNAF(Flow):
             if k:
                 steps.append(T.Reverse(features))
             steps.append(T.BlockNAF(features, hidden, context))
-        super().__init__(T.Compose(steps), StandardNormal(features), validate=validate)
+        base = StandardNormal(features)
+        super().__init__(T.Compose(steps), base, validate, bounds=bounds, embedding=embedding)
         self.config = config

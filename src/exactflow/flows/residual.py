@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch import nn
 
 from ..distributions import StandardNormal
 from ..flow import Flow
@@ -17,16 +18,19 @@ from ..transforms import (
     Squeeze,
     Transform,
 )
+from ..transforms.bounds import BoundsLike
 from .chains import check_preset, config_of
-from .image import _base, _preprocess, _squeezed, check_image_preset
+from .image import _base, _preprocess, _squeezed, check_image_preset, refuse_bounds
 
 __all__ = ["ResidualFlow"]
 
 # The keywords each form records in its config (the other form's are left out).
 _VECTOR_KEYS = (
-    "features", "context", "transforms", "hidden", "coeff", "gradient", "estimator", "preact"
+    "features", "context", "transforms", "hidden", "coeff", "gradient", "estimator", "preact",
+    "bounds", "embedding",
 )  # fmt: skip
-_IMAGE_KEYS = ("shape", "context", "levels", "steps", "hidden", "coeff", "gradient", "alpha")
+_IMAGE_KEYS = ("shape", "context", "levels", "steps", "hidden", "coeff", "gradient", "alpha",
+               "embedding")  # fmt: skip
 
 
 class ResidualFlow(Flow):
@@ -61,6 +65,10 @@ class ResidualFlow(Flow):
             Neumann series, the default) or ``"backprop"`` (see
             :class:`~exactflow.transforms.ResidualBlock`).
         validate: Check the inputs of direct ``log_prob``/``sample`` calls.
+        bounds: Bounded columns, ``(low, high)`` per column or for all (see
+            :class:`~exactflow.Flow`); vectors only (images have their logit).
+        embedding: A module from the raw context to the ``context`` features the
+            conditioners read, trained with the flow (see :class:`~exactflow.Flow`).
         estimator: The training log-determinant of the vector blocks: ``"auto"`` (exact up to
             ``D = 16``, where it is cheaper and trains better, the estimate above), ``"exact"``
             or ``"roulette"``.
@@ -94,6 +102,8 @@ class ResidualFlow(Flow):
         estimator: str = "auto",
         preact: bool = False,
         *,
+        bounds: BoundsLike = None,
+        embedding: nn.Module | None = None,
         shape: Sequence[int] | None = None,
         levels: int = 2,
         steps: int = 4,
@@ -108,8 +118,10 @@ class ResidualFlow(Flow):
                 f" features={features} and shape={shape}"
             )
         if shape is not None:
-            self._images(shape, context, levels, steps, hidden, coeff, gradient, alpha, validate)
-            self.config = {k: config[k] for k in _IMAGE_KEYS}
+            refuse_bounds("ResidualFlow", bounds)
+            self._images(shape, context, levels, steps, hidden, coeff, gradient, alpha, validate,
+                         embedding)  # fmt: skip
+            self.config = {k: config[k] for k in _IMAGE_KEYS if k in config}
             return
         check_preset("ResidualFlow", features, transforms)
         hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden)
@@ -120,8 +132,9 @@ class ResidualFlow(Flow):
                 preact=preact,
             )  # fmt: skip
             chain += [ActNorm(features), block]
-        super().__init__(Compose(chain), StandardNormal(features), validate=validate)
-        self.config = {k: config[k] for k in _VECTOR_KEYS}
+        base = StandardNormal(features)
+        super().__init__(Compose(chain), base, validate, bounds=bounds, embedding=embedding)
+        self.config = {k: config[k] for k in _VECTOR_KEYS if k in config}
 
     def _images(
         self,
@@ -134,6 +147,7 @@ class ResidualFlow(Flow):
         gradient: str,
         alpha: float,
         validate: bool,
+        embedding: nn.Module | None,
     ) -> None:
         c, h, w = check_image_preset("ResidualFlow", shape, levels, steps, context, levels - 1)
         widths = (hidden,) if isinstance(hidden, int) else tuple(hidden)
@@ -151,4 +165,5 @@ class ResidualFlow(Flow):
                 )
                 chain += [ActNorm(current[0], event_ndim=3), block]
         chain.append(Flatten(current))
-        super().__init__(Compose(chain), _base(c * h * w, context), validate=validate)
+        base = _base(c * h * w, context)
+        super().__init__(Compose(chain), base, validate=validate, embedding=embedding)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..distributions import StandardNormal
+from torch import nn
+
+from ..distributions import StandardNormal, TorusNormal
 from ..flow import Flow
 from ..transforms import Compose, RationalQuadraticSpline
+from ..transforms.bounds import BoundsLike
 from .chains import autoregressive_layers, check_preset, config_of, coupling_layers
+from .periodic import PeriodicLike, check_not_bounded, periodic_intervals, periodic_layers
 
 __all__ = ["NSF"]
 
@@ -36,6 +40,21 @@ class NSF(Flow):
         seed: Seed of the random masks or orders.
         validate: Check the inputs of direct ``log_prob``/``sample`` calls (see
             :class:`~exactflow.Flow`).
+        bounds: Bounded columns, ``(low, high)`` per column or for all (see
+            :class:`~exactflow.Flow`).
+        embedding: A module from the raw context to the ``context`` features the
+            conditioners read, trained with the flow (see :class:`~exactflow.Flow`).
+        periodic: Periodic columns (angles): ``[i, ...]`` for period ``2π`` on ``[-π, π)``,
+            ``{i: period}`` for ``[-p/2, p/2)``, ``{i: (low, high)}`` or a list of
+            ``(i, low, high)`` for any interval. Those columns get circular splines
+            (:class:`~exactflow.transforms.CircularSpline`, Rezende et al. 2020) after a
+            rescale to ``[-π, π)``, conditioners read them as ``(cos, sin)``
+            (:class:`~exactflow.transforms.TorusAutoregressive`,
+            :func:`~exactflow.transforms.torus_coupling`), and the base is uniform on the
+            circle for them (:class:`~exactflow.distributions.TorusNormal`): the density is
+            continuous across the seam, zero outside the interval, and samples lie in it. Not
+            with ``permutation="lu"``, nor on a bounded column. The config records
+            ``[[i, low, high], ...]``.
 
     Example:
         >>> import torch, exactflow as ef
@@ -58,11 +77,35 @@ class NSF(Flow):
         residual: bool = False,
         seed: int = 0,
         validate: bool = True,
+        *,
+        bounds: BoundsLike = None,
+        embedding: nn.Module | None = None,
+        periodic: PeriodicLike = None,
     ) -> None:
         config = config_of(locals())
         check_preset("NSF", features, transforms, permutation)
-        spline = RationalQuadraticSpline(bins=bins, bound=bound, tails="linear")
-        layers = coupling_layers if coupling else autoregressive_layers
-        steps = layers(spline, features, context, transforms, hidden, permutation, residual, seed)
-        super().__init__(Compose(steps), StandardNormal(features), validate=validate)
+        intervals = periodic_intervals(periodic, features)
+        if intervals:
+            check_not_bounded(intervals, bounds, features, "NSF")
+            config["periodic"] = intervals
+            steps = periodic_layers(
+                intervals, features, context, transforms, hidden, bins, bound, coupling,
+                permutation, residual, seed,
+            )  # fmt: skip
+            base = TorusNormal([i in {c for c, _, _ in intervals} for i in range(features)])
+        else:
+            config.pop("periodic")  # the configs of flows without angles stay as they were
+            spline = RationalQuadraticSpline(bins=bins, bound=bound, tails="linear")
+            layers = coupling_layers if coupling else autoregressive_layers
+            steps = layers(
+                spline, features, context, transforms, hidden, permutation, residual, seed
+            )
+            base = StandardNormal(features)
+        super().__init__(
+            Compose(steps),
+            base,
+            validate=validate,
+            bounds=bounds,
+            embedding=embedding,
+        )
         self.config = config

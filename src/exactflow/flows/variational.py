@@ -6,11 +6,12 @@ import re
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..distributions import StandardNormal
 from ..flow import Flow
 from ..transforms import Compose, Inverse
+from ..transforms.bounds import BoundsLike
 from ..transforms.sylvester import Sylvester as SylvesterStep
 from ..transforms.variational import Planar as PlanarStep
 from ..transforms.variational import Radial as RadialStep
@@ -94,6 +95,10 @@ class Planar(Flow):
         activation: ``"tanh"`` (the paper's) or ``"leaky_relu"``.
         validate: Check the inputs of direct ``log_prob``/``sample`` calls (see
             :class:`~exactflow.Flow`).
+        bounds: Bounded columns, ``(low, high)`` per column or for all (see
+            :class:`~exactflow.Flow`).
+        embedding: A module from the raw context to the ``context`` features the
+            conditioners read, trained with the flow (see :class:`~exactflow.Flow`).
 
     Example:
         >>> import torch, exactflow as ef
@@ -115,11 +120,17 @@ class Planar(Flow):
         hidden: Sequence[int] | None = None,
         activation: str = "tanh",
         validate: bool = True,
+        *,
+        bounds: BoundsLike = None,
+        embedding: nn.Module | None = None,
     ) -> None:
         config = config_of(locals())
         widths = _vi_check("Planar", features, context, transforms, hidden)
         steps = PlanarStep(features, activation, context=context, hidden=widths, steps=transforms)
-        super().__init__(Compose([Inverse(steps)]), StandardNormal(features), validate=validate)
+        base = StandardNormal(features)
+        super().__init__(
+            Compose([Inverse(steps)]), base, validate, bounds=bounds, embedding=embedding
+        )
         self.config = config
 
     def upgrade_weights(self, weights: dict[str, Tensor], version: int) -> dict[str, Tensor]:
@@ -148,6 +159,10 @@ class Radial(Flow):
             ``None``: ``(64,)``.
         validate: Check the inputs of direct ``log_prob``/``sample`` calls (see
             :class:`~exactflow.Flow`).
+        bounds: Bounded columns, ``(low, high)`` per column or for all (see
+            :class:`~exactflow.Flow`).
+        embedding: A module from the raw context to the ``context`` features the
+            conditioners read, trained with the flow (see :class:`~exactflow.Flow`).
 
     Example:
         >>> import torch, exactflow as ef
@@ -164,11 +179,17 @@ class Radial(Flow):
         transforms: int = 8,
         hidden: Sequence[int] | None = None,
         validate: bool = True,
+        *,
+        bounds: BoundsLike = None,
+        embedding: nn.Module | None = None,
     ) -> None:
         config = config_of(locals())
         widths = _vi_check("Radial", features, context, transforms, hidden)
         steps = RadialStep(features, context=context, hidden=widths, steps=transforms)
-        super().__init__(Compose([Inverse(steps)]), StandardNormal(features), validate=validate)
+        base = StandardNormal(features)
+        super().__init__(
+            Compose([Inverse(steps)]), base, validate, bounds=bounds, embedding=embedding
+        )
         self.config = config
 
     def upgrade_weights(self, weights: dict[str, Tensor], version: int) -> dict[str, Tensor]:
@@ -211,6 +232,10 @@ class Sylvester(Flow):
         context_hidden: Hidden widths of each step's context network (``context > 0`` only).
         validate: Check the inputs of direct ``log_prob``/``sample`` calls (see
             :class:`~exactflow.Flow`).
+        bounds: Bounded columns, ``(low, high)`` per column or for all (see
+            :class:`~exactflow.Flow`).
+        embedding: A module from the raw context to the ``context`` features the
+            conditioners read, trained with the flow (see :class:`~exactflow.Flow`).
 
     Example:
         >>> import torch, exactflow as ef
@@ -229,6 +254,9 @@ class Sylvester(Flow):
         kind: str = "orthogonal",
         context_hidden: Sequence[int] = _HIDDEN,
         validate: bool = True,
+        *,
+        bounds: BoundsLike = None,
+        embedding: nn.Module | None = None,
     ) -> None:
         config = config_of(locals())
         widths = _vi_check("Sylvester", features, context, transforms, context_hidden)
@@ -242,5 +270,6 @@ class Sylvester(Flow):
             flip = kind == "triangular" and k % 2 == 1
             step = SylvesterStep(features, hidden, kind, flip=flip, context=context, hidden=widths)
             steps.append(Inverse(step))
-        super().__init__(Compose(steps), StandardNormal(features), validate=validate)
+        base = StandardNormal(features)
+        super().__init__(Compose(steps), base, validate, bounds=bounds, embedding=embedding)
         self.config = config

@@ -13,7 +13,9 @@ mean and scale for all dimensions, ``"none"``), with the statistics of that firs
 
 - the **input** side is a frozen affine step at the front of the flow
   (:meth:`exactflow.data.Standardize.prepend`), whose log-determinant ``-Σ_i log σ_i`` keeps
-  ``log_prob`` the density of the input in its own units;
+  ``log_prob`` the density of the input in its own units; with the preset's ``bounds=`` (a box
+  prior) it comes right after the bound map and standardizes the unbounded values it gives, so
+  draws stay inside the box without sbi's rejection sampling;
 - the **condition** side is standardized in front of the embedding network (the condition is
   only read, so no Jacobian enters).
 
@@ -48,7 +50,7 @@ from torch import Tensor, nn
 
 from .. import registry
 from ..data import Standardize
-from ..flow import Flow
+from ..flow import Flow, placement
 
 __all__ = ["EstimatorBuilder", "FlowEstimator", "build_estimator", "likelihood_nn", "posterior_nn"]
 
@@ -208,6 +210,8 @@ def build_estimator(
     given = sorted(set(kwargs) & set(_OWN_KEYWORDS))
     if given:
         raise TypeError(f"{given} are set by the builder from the data, got them in kwargs")
+    if "embedding" in kwargs:  # sbi z-scores the condition in front of embedding_net
+        raise TypeError("pass the condition's embedding as embedding_net=, not embedding=")
     z_score_input = _check_z_score("z_score_input", z_score_input)
     z_score_condition = _check_z_score("z_score_condition", z_score_condition)
     if batch_input.dim() != 2:
@@ -238,8 +242,15 @@ def build_estimator(
     if not isinstance(flow, Flow):
         raise ValueError(f"model must be a flow preset, {model!r} builds {type(flow).__name__}")
     flow.validate = False  # sbi checks its simulations; the training step stays free of syncs
-    if z_score_input != "none":
+    if z_score_input != "none" and kwargs.get("bounds") is None:
         flow = Standardize(*_standardization(batch_input, z_score_input)).prepend(flow)
+    elif z_score_input != "none":  # z-score what the bound map gives: Bounds, affine, preset
+        bound_map, inner = flow.transform.transforms
+        with torch.no_grad():
+            mapped = bound_map(batch_input.to(placement(flow)[0]))[0]
+        stats = Standardize(*_standardization(mapped, z_score_input))
+        inner = stats.prepend(Flow(inner, flow.base, validate=False))
+        flow = Flow(inner.transform, flow.base, validate=False, bounds=kwargs["bounds"])
     return FlowEstimator(flow, embedding, batch_input.shape[1:], batch_condition.shape[1:])
 
 
@@ -303,7 +314,9 @@ def posterior_nn(
             ``"independent"``, ``"structured"`` or ``"none"``.
         z_score_x: Z-scoring of the data, in front of the embedding.
         embedding_net: Maps data ``(N, *x_shape)`` to features ``(N, C)`` (trained with
-            the flow).
+            the flow, saved in the estimator's ``state_dict``), e.g. an
+            :class:`~exactflow.nn.ConvEmbedding` for images or a
+            :class:`~exactflow.nn.SetEmbedding` for sets of i.i.d. observations.
         **kwargs: The preset's own keywords.
 
     Returns:

@@ -1,4 +1,4 @@
-"""Dequantization: a flow's density on ``[0, 1)^D`` as a likelihood of quantized pixels.
+"""Dequantization: a flow's density as a likelihood of quantized pixels or discrete columns.
 
 Pixels are integers ``k ∈ 0..L-1``; a flow has a density on continuous ``x ∈ [0, 1)^D``. The
 probability the flow gives to the bin of ``k`` is
@@ -15,6 +15,15 @@ is the noise ``u``: its importance log-weights are the term in brackets, so its 
 bound and its importance-weighted estimate ``log (1/n) Σ_j w_j`` approaches ``log P(k)``.
 Uniform dequantization takes ``q = U[0, 1)^D`` (``log q = 0``); variational dequantization
 learns ``q`` as a conditional flow, trained jointly with ``p``, which tightens the bound.
+
+**Discrete columns of a table** (``discrete=[j, ...]``): a row holds integers ``k`` in the
+columns ``J`` and continuous values ``x_R`` in the others; on the integer scale (bins of width
+one, no ``L``) the same argument bounds the mixed probability-density
+
+    log P(k, x_R) ≥ E_{u~q(u | k, x_R)}[log p(k + u, x_R) - log q(u | k, x_R)],
+
+a probability in ``k`` and a density in ``x_R``. A standardization inside the model is a step
+of the flow with its log-determinant, so the bound is of ``P(k, x_R)`` whatever the scaling.
 """
 
 from __future__ import annotations
@@ -23,188 +32,22 @@ import math
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..data import integer_pixels
+from ..data import Standardize, integer_pixels
 from ..data.checks import count
-from ..distributions import StandardNormal
 from ..flow import Flow, placement
-from ..nn import MLP, ConvNet, zero_output
-from ..transforms import AffineMap, Compose, Coupling, Logit
-from ..transforms.coupling import coupling_mask
 from .base import LatentVariableModel
+from .columns import DiscreteColumns
+from .dequantizers import DEQUANTIZERS, UniformDequantizer, VariationalDequantizer
 
 __all__ = ["DEQUANTIZERS", "Dequantized", "UniformDequantizer", "VariationalDequantizer"]
-
-DEQUANTIZERS = ("uniform", "variational")
-"""The names of the dequantization densities :class:`Dequantized` takes."""
 
 _PREFIX = "flow_"
 
 
-class UniformDequantizer(nn.Module):
-    """Uniform dequantization noise ``u ~ U[0, 1)^D``, ``log q(u) = 0``, drawn afresh each call.
-
-    Args:
-        shape: The event shape (``(D,)`` or ``(C, H, W)``).
-
-    Shapes: ``x (B, *event)`` ``-> u (k, B, *event), log q (k, B)``.
-
-    Example:
-        >>> import torch
-        >>> from exactflow.models.dequantization import UniformDequantizer
-        >>> u, log_q = UniformDequantizer((1, 2, 2))(torch.zeros(3, 1, 2, 2), k=5)
-        >>> u.shape, log_q.abs().sum().item()
-        (torch.Size([5, 3, 1, 2, 2]), 0.0)
-
-    """
-
-    context = 0  # reads no context
-
-    def __init__(self, shape: Sequence[int]) -> None:
-        super().__init__()
-        self.event_shape = torch.Size(shape)
-
-    def forward(
-        self, x: Tensor, k: int = 1, context: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """``k`` draws of ``u`` per row of ``x`` and their log density (zero)."""
-        batch = x.shape[: x.dim() - len(self.event_shape)]
-        u = torch.rand((k, *x.shape), dtype=x.dtype, device=x.device)
-        return u, x.new_zeros((k, *batch))
-
-
-class _FeatureConditioner(nn.Module):
-    """Coupling conditioner that reads the kept part and a feature map of ``x``, as channels.
-
-    ``(kept (*, C_in, H, W), features (B, F, H, W)) -> (*, C_out, H, W)``: the two are stacked
-    along the channels (the batch dimensions broadcast) and passed through a
-    :class:`~exactflow.nn.ConvNet` whose output layer starts at zero (the identity map).
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, features: int, hidden: int) -> None:
-        super().__init__()
-        self.net = ConvNet(in_channels + features, out_channels, hidden, blocks=1)
-        zero_output(self.net.output, AffineMap().identity())
-
-    def forward(self, kept: Tensor, features: Tensor) -> Tensor:
-        batch = torch.broadcast_shapes(kept.shape[:-3], features.shape[:-3])
-        kept = kept.expand(*batch, *kept.shape[-3:])
-        features = features.expand(*batch, *features.shape[-3:])
-        return self.net(torch.cat((kept, features), dim=-3))
-
-
-def _image_masks(shape: torch.Size, steps: int) -> list[Tensor]:
-    """Transformed entries of each step: checkerboard, channel and their complements in turn."""
-    board = coupling_mask(shape, "checkerboard")
-    cycle = [board, ~board]
-    if shape[0] > 1:
-        channel = coupling_mask(shape, "channel")
-        cycle = [board, channel, ~board, ~channel]
-    return [cycle[i % len(cycle)] for i in range(steps)]
-
-
-def _channels(mask: Tensor, params: int) -> tuple[int, int]:
-    """Input and output channels of a conditioner for ``mask`` (the split rule of ``Coupling``)."""
-    rows = mask[:, 0, 0]
-    if bool((mask == rows[:, None, None]).all()):  # whole channels: only the kept ones are read
-        return int((~rows).sum()), int(rows.sum()) * params
-    return mask.shape[0], mask.shape[0] * params
-
-
-class VariationalDequantizer(nn.Module):
-    """A learned dequantization density ``q(u | x)``: a conditional flow onto ``(0, 1)^D``.
-
-    ``ε ~ N(0, I)`` of the event's shape, ``u = σ(T⁻¹(ε; h))`` with ``T`` ``steps`` affine
-    couplings and ``h`` features of the quantized ``x`` computed once per batch, so
-
-        log q(u | x) = log N(ε) - log|det ∂u/∂ε|
-                     = log N(ε) - log|det ∂T⁻¹/∂ε| - Σ_i [log σ(v_i) + log σ(-v_i)],  v = T⁻¹(ε)
-
-    (Flow++, Ho et al. 2019). Images ``(C, H, W)``: ``h`` is a :class:`~exactflow.nn.ConvNet`
-    feature map ``(hidden, H, W)`` of ``2x - 1`` stacked onto each conditioner's input
-    channels; the masks alternate checkerboard, channel and their complements (checkerboard
-    only for ``C = 1``). Vectors ``(D,)``: ``h`` is an :class:`~exactflow.nn.MLP` feature vector
-    ``(hidden,)``, read by MLP conditioners with alternating masks. Every conditioner starts at
-    zero output, so ``T`` starts as the identity and ``q`` as ``u = σ(ε)`` per entry, a
-    logit-normal that is not uniform: at the start ``E_q[log q] ≈ 0.193`` nats per entry (its KL
-    from the uniform), which training soon recovers.
-
-    Args:
-        shape: The event shape, ``(D,)`` with ``D >= 2`` or ``(C, H, W)`` with ``H·W >= 2``.
-        steps: Number of coupling steps.
-        hidden: Width of the feature map and of the conditioners.
-        context: Width of a context vector (a one-hot label) the features also read (0: none).
-
-    Shapes: ``x (B, *event)``, ``context (B, K)`` ``-> u (k, B, *event), log q (k, B)``.
-
-    Example:
-        >>> import torch
-        >>> from exactflow.models.dequantization import VariationalDequantizer
-        >>> q = VariationalDequantizer((1, 4, 4), steps=2, hidden=8)
-        >>> u, log_q = q(torch.zeros(3, 1, 4, 4), k=2)
-        >>> u.shape, log_q.shape, bool(((u > 0) & (u < 1)).all())
-        (torch.Size([2, 3, 1, 4, 4]), torch.Size([2, 3]), True)
-
-    """
-
-    def __init__(
-        self, shape: Sequence[int], steps: int = 4, hidden: int = 32, context: int = 0
-    ) -> None:
-        super().__init__()
-        shape = torch.Size(shape)
-        if (
-            len(shape) not in (1, 3)
-            or shape.numel() < 2
-            or (len(shape) == 3 and shape[1:].numel() < 2)
-        ):
-            raise ValueError(
-                "variational dequantization needs events (D,) with D >= 2 or (C, H, W) with"
-                f" H·W >= 2, got {tuple(shape)}"
-            )
-        count("VariationalDequantizer: steps", steps, 1)
-        count("VariationalDequantizer: hidden", hidden, 1)
-        self.context = count("VariationalDequantizer: context", context, 0)
-        self.event_shape = shape
-        n = len(shape)
-        if n == 3:
-            self.features = ConvNet(shape[0], hidden, hidden, blocks=1, context=context)
-            layers = [
-                Coupling(
-                    AffineMap(),
-                    mask,
-                    conditioner=_FeatureConditioner(
-                        *_channels(mask, AffineMap.params), hidden, hidden
-                    ),
-                    context=hidden,
-                    shape=shape,
-                )
-                for mask in _image_masks(shape, steps)
-            ]
-        else:
-            self.features = MLP(shape[0], hidden, (hidden,), context=context)
-            index = torch.arange(shape[0])
-            layers = [
-                Coupling(AffineMap(), index % 2 == i % 2, hidden=(hidden,), context=hidden)
-                for i in range(steps)
-            ]
-        # Normalizing direction u -> v = logit(u) -> ε; q draws through the inverse.
-        self.transform = Compose([Logit(0.0, event_ndim=n), *layers])
-        self.noise = StandardNormal(shape)
-
-    def forward(
-        self, x: Tensor, k: int = 1, context: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """``k`` reparameterized draws ``u ~ q(u | x)`` per row and their log density."""
-        batch = x.shape[: x.dim() - len(self.event_shape)]
-        h = self.features(2 * x - 1, context if self.context else None)  # (B, hidden[, H, W])
-        eps = self.noise.rsample((k, *batch))  # (k, B, *event)
-        u, ladj = self.transform.inverse(eps, h)
-        return u, self.noise.log_prob(eps) - ladj
-
-
 class Dequantized(LatentVariableModel):
-    """A flow over ``[0, 1)^D`` as a model of quantized data ``x = k/L``, ``k ∈ 0..L-1``.
+    """A flow as a model of quantized data: pixels ``x = k/L``, or a table's discrete columns.
 
     The importance log-weights of ``n`` draws ``u_j ~ q(u | x)`` per row are
 
@@ -229,13 +72,31 @@ class Dequantized(LatentVariableModel):
     hand-built flow has no name: :attr:`config` is then ``None``, and checkpoints load only into
     a model passed to :func:`exactflow.checkpoint.load`.
 
+    **Discrete columns** (``discrete=[j, ...]``, a flow over rows ``(D,)``): the listed columns
+    hold integers ``k`` (categories coded ``0..C-1``; any coding gives a valid bound, the order
+    of the codes only changes how tight it is) on their own scale, the others continuous values
+    ``x_R``; ``u`` has one entry per discrete column and
+
+        log w_j = log p_flow(k + u_j, x_R) - log q(u_j | k, x_R),
+
+    so :meth:`elbo` bounds ``log P(k, x_R)`` in nats per row (a probability in ``k``, a density
+    in ``x_R``) and :meth:`log_marginal` estimates it; the variational ``q`` reads the whole
+    row. ``standardize=True`` puts a frozen standardization in front of the flow, a flow step
+    with its log-determinant, set by :meth:`fit_standardization` from the training rows (the
+    exact moments of ``k + u``); the bound stays one of ``P(k, x_R)``. :meth:`sample` floors
+    the discrete columns.
+
     Args:
-        flow: The flow over ``[0, 1)^D``, events ``(C, H, W)`` or ``(D,)``, or a preset's name.
-        levels: Number of quantization levels ``L`` (256 for 8-bit pixels).
+        flow: The flow (over ``[0, 1)^D``, events ``(C, H, W)`` or ``(D,)``, for pixels; over
+            rows ``(D,)`` for columns), or a preset's name.
+        levels: Number of quantization levels ``L`` of pixels (``None``: 256); not with
+            ``discrete``.
         dequantizer: ``"uniform"`` or ``"variational"``.
         steps: Coupling steps of the variational ``q``.
         hidden: Width of the variational ``q``'s networks.
         context: ``0``, or the flow's context width ``K``: then ``q`` reads the context too.
+        discrete: 0-based indices of a table's discrete columns (``None``: pixels).
+        standardize: With ``discrete``: a standardization step in front of the flow.
         **flow_kwargs: With a preset's name: its keywords, each prefixed ``flow_``.
 
     Example:
@@ -250,24 +111,33 @@ class Dequantized(LatentVariableModel):
         0.0
         >>> ef.registry.spec_of(model)["kwargs"]["flow"]
         'RealNVP'
+        >>> table = ef.models.Dequantized(ef.flows.MAF(features=3), discrete=[0, 2])
+        >>> rows = torch.tensor([[2.0, 0.3, 0.0], [5.0, -1.2, 1.0]])
+        >>> table.elbo(rows).shape, table.sample(2)[:, [0, 2]].frac().abs().sum().item()
+        (torch.Size([2]), 0.0)
 
     """
 
     def __init__(
         self,
         flow: Flow | str,
-        levels: int = 256,
+        levels: int | None = None,
         dequantizer: str = "uniform",
         steps: int = 4,
         hidden: int = 32,
         context: int = 0,
+        discrete: Sequence[int] | None = None,
+        standardize: bool = False,
         **flow_kwargs: object,
     ) -> None:
         super().__init__()
         from .. import registry  # the registry imports this package: look it up at call time
 
         flow = self._flow(registry, flow, flow_kwargs)
-        self.levels = count("Dequantized: levels", levels, 2)
+        self.columns = self._columns(flow, levels, discrete, standardize)
+        self.levels = 256 if levels is None else count("Dequantized: levels", levels, 2)
+        self.standardize = standardize
+        self.dequantization = dequantizer
         if dequantizer not in DEQUANTIZERS:
             raise ValueError(
                 f"Dequantized: dequantizer must be one of {DEQUANTIZERS}, got {dequantizer!r}"
@@ -278,26 +148,82 @@ class Dequantized(LatentVariableModel):
                 f"Dequantized: context must be 0 or the flow's context width {flow.context},"
                 f" got {context!r}"
             )
+        spec = registry.spec_of(flow)
+        self._preset = (flow,)  # unwrapped (a tuple: not a second copy of its weights)
+        if standardize:  # placeholder statistics: fit_standardization or a checkpoint sets them
+            width = flow.event_shape
+            flow = Standardize(torch.zeros(width), torch.ones(width)).prepend(flow)
         self.flow = flow
+        noise = flow.event_shape if self.columns is None else (len(self.columns.indices),)
         if dequantizer == "uniform":
-            self.dequantizer = UniformDequantizer(flow.event_shape)
+            self.dequantizer = UniformDequantizer(noise)
         else:
-            q = VariationalDequantizer(flow.event_shape, steps, hidden, context)
+            inputs = None if self.columns is None else flow.event_shape[0]
+            q = VariationalDequantizer(noise, steps, hidden, context, inputs)
             dtype, device = placement(flow)
             self.dequantizer = q.to(dtype=dtype, device=device)  # where the flow is
-        spec = registry.spec_of(flow)
         # A hand-built flow has no name: None tells the registry this model cannot be rebuilt.
         self.config: dict | None = None
         if spec is not None:
             self.config = {
                 "flow": spec["name"],
                 **{_PREFIX + key: value for key, value in spec["kwargs"].items()},
-                "levels": levels,
                 "dequantizer": dequantizer,
                 "steps": steps,
                 "hidden": hidden,
                 "context": context,
             }
+            if self.columns is None:
+                self.config["levels"] = self.levels
+            else:
+                self.config.update(discrete=self.columns.indices, standardize=standardize)
+
+    @staticmethod
+    def _columns(
+        flow: Flow, levels: int | None, discrete: Sequence[int] | None, standardize: bool
+    ) -> DiscreteColumns | None:
+        """The discrete columns of a table model (``None`` for pixels), options checked."""
+        if not isinstance(standardize, bool):
+            raise TypeError(f"Dequantized: standardize must be True or False, got {standardize!r}")
+        if discrete is None:
+            if standardize:
+                raise ValueError(
+                    "Dequantized: standardize applies to discrete columns (discrete=[...]);"
+                    " pixels stay in [0, 1)"
+                )
+            return None
+        if levels is not None:
+            raise ValueError(
+                f"Dequantized: levels applies to pixels; discrete columns hold integers on their"
+                f" own scale, got levels={levels!r} with discrete={discrete!r}"
+            )
+        if len(flow.event_shape) != 1:
+            raise ValueError(
+                "Dequantized: discrete columns need a flow over rows (D,), got events of shape"
+                f" {tuple(flow.event_shape)}"
+            )
+        return DiscreteColumns(flow.event_shape[0], discrete)
+
+    def fit_standardization(self, x: Tensor) -> Dequantized:
+        """Set the standardization step from training rows ``x (N, D)``; returns the model.
+
+        The step is ``z = (x - mean)/std`` with the exact moments of the dequantized rows
+        (:meth:`~exactflow.models.columns.DiscreteColumns.moments`); a checkpoint saves it.
+
+        Example:
+            >>> import torch, exactflow as ef
+            >>> model = ef.models.Dequantized("MAF", discrete=[1], standardize=True,
+            ...                               flow_features=2, flow_transforms=1)
+            >>> x = torch.stack([100 + 10 * torch.randn(50), torch.randint(0, 3, (50,))], 1)
+            >>> model.fit_standardization(x).elbo(x).shape
+            torch.Size([50])
+
+        """
+        if not self.standardize:
+            raise ValueError("fit_standardization: the model was built with standardize=False")
+        self.check_data(x, None, "fit_standardization")
+        self.flow = self.columns.moments(x).prepend(self._preset[0])
+        return self
 
     @staticmethod
     def _flow(registry: object, flow: Flow | str, kwargs: dict[str, object]) -> Flow:
@@ -333,12 +259,19 @@ class Dequantized(LatentVariableModel):
         return self.flow.event_shape
 
     @property
+    def features(self) -> int:
+        """Number of scalars in one data point."""
+        return self.event_shape.numel()
+
+    @property
     def context(self) -> int:
         """Context width the flow is conditioned on (0: unconditional)."""
         return self.flow.context
 
     def log_weights(self, x: Tensor, k: int = 1, context: Tensor | None = None) -> Tensor:
         """``log p((k + u_j)/L) - D log L - log q(u_j | x)`` for ``k`` draws per row: ``(k, B)``.
+
+        With discrete columns: ``log p(k + u_j, x_R) - log q(u_j | k, x_R)``.
 
         Example:
             >>> import torch, exactflow as ef
@@ -347,6 +280,12 @@ class Dequantized(LatentVariableModel):
             torch.Size([3, 1])
 
         """
+        if self.columns is not None:
+            integers, rest = self.columns.split(x)
+            row = self.flow.transform[0](x)[0] if self.standardize else x  # what q reads
+            u, log_q = self.dequantizer(row, k, context if self.dequantizer.context else None)
+            y = self.columns.merge(integers + u, rest)  # (k, B, D)
+            return self.flow.log_prob(y, context) - log_q
         levels = self.levels
         pixels = torch.round(x * levels)  # the integers k, (B, *event)
         u, log_q = self.dequantizer(x, k, context if self.dequantizer.context else None)
@@ -361,7 +300,8 @@ class Dequantized(LatentVariableModel):
         """Raise ``ValueError`` unless ``x (N, *event)`` holds quantized values ``k/L``.
 
         ``k`` must be an integer in ``0..L-1`` (:func:`exactflow.data.integer_pixels`); the
-        first other value is named with its index. A conditional flow needs a context ``(N, K)``.
+        first other value is named with its index. With discrete columns, those must hold
+        integers. A conditional flow needs a context ``(N, K)``.
         """
         self.check_rows(x, name)
         if self.context == 0 and context is not None:
@@ -372,6 +312,9 @@ class Dequantized(LatentVariableModel):
                 f"the flow is conditional: {name} needs a context of shape ({len(x)},"
                 f" {self.context}), got {got}"
             )
+        if self.columns is not None:
+            self.columns.check(x, name)
+            return
         try:
             integer_pixels(x, self.levels)
         except ValueError as error:
@@ -381,15 +324,19 @@ class Dequantized(LatentVariableModel):
     def sample(self, n: int, context: Tensor | None = None, temperature: float = 1.0) -> Tensor:
         """The flow's samples quantized: ``floor(x L)/L`` clipped to ``0..L-1``.
 
+        With discrete columns: those columns floored to integers, the others as drawn.
+
         Args:
             n: Number of draws.
             context: A context ``(*B, K)`` for a conditional flow (e.g. one-hot labels).
             temperature: Scale of the base noise (see :meth:`exactflow.Flow.sample`).
 
         Returns:
-            ``(n, *B, *event)`` values ``k/L``.
+            ``(n, *B, *event)`` values ``k/L`` (rows, with discrete columns).
 
         """
         count("sample: n", n, 1)
         x = self.flow.sample((n,), context, temperature)
+        if self.columns is not None:
+            return self.columns.quantize(x)
         return torch.floor(x * self.levels).clamp(0, self.levels - 1) / self.levels

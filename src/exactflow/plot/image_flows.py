@@ -32,24 +32,28 @@ def _check_flow(who: str, flow: object) -> Flow:
 
 
 def _context(who: str, flow: Flow, context: Tensor | None, n: int) -> Tensor | None:
-    """``context`` ``(K,)`` or ``(n, K)`` as ``(n, K)`` in the flow's dtype and device."""
-    k = flow.context
-    if k == 0:
+    """``context`` ``(*S)`` or ``(n, *S)`` as ``(n, *S)`` in the flow's dtype and device.
+
+    ``S = flow.context_shape``: ``(K,)``, or the input shape of the flow's context embedding.
+    """
+    if flow.context == 0:
         if context is not None:
             raise ValueError(f"{who}: the flow is unconditional but a context was given")
         return None
+    k = ", ".join(map(str, flow.context_shape))
     if not isinstance(context, Tensor):
         got = "None" if context is None else type(context).__name__
         raise TypeError(
             f"{who}: the flow is conditional: context must be a tensor ({k},) or ({n}, {k}),"
             f" got {got}"
         )
-    if tuple(context.shape) not in ((k,), (n, k)):
+    shape = tuple(flow.context_shape)
+    if tuple(context.shape) not in (shape, (n, *shape)):
         raise ValueError(
             f"{who}: context must have shape ({k},) or ({n}, {k}), got {tuple(context.shape)}"
         )
     dtype, device = placement(flow)
-    return context.to(dtype=dtype, device=device).expand(n, k)
+    return context.to(dtype=dtype, device=device).expand(n, *shape)
 
 
 def _batch(who: str, flow: Flow, x: object, name: str = "x") -> Tensor:
@@ -173,7 +177,7 @@ def class_grid(
     """
     who = "class_grid"
     flow = _check_flow(who, flow)
-    k = flow.context
+    k = flow.context_shape[0] if flow.context else 0  # one-hot labels (*, K), maybe embedded
     if k == 0:
         raise ValueError(f"{who}: needs a flow conditioned on a one-hot label (context=K), got 0")
     if isinstance(classes, int) and not isinstance(classes, bool):
@@ -241,6 +245,7 @@ def reconstructions(
     x = _batch(who, flow, x)
     context = _context(who, flow, context, len(x))
     with evaluating(flow):
+        context = flow._prepare_context(context)  # through the flow's embedding, if any
         back = flow.transform.inverse(flow.transform(x, context)[0], context)[0]
     error = float((back - x).abs().max())
     cols = min(len(x), _COLUMNS)
@@ -340,6 +345,7 @@ def interpolations(
     pairs = len(x_a)
     context = _context(who, flow, context, pairs)
     with evaluating(flow):
+        context = flow._prepare_context(context)  # through the flow's embedding, if any
         z_a, z_b = flow.transform(x_a, context)[0], flow.transform(x_b, context)[0]
         t = torch.linspace(0, 1, steps, dtype=z_a.dtype, device=z_a.device)
         z = slerp(z_a.flatten(1), z_b.flatten(1), t)  # (P, S, D)

@@ -4,6 +4,8 @@ from . import (
     autoregressive,
     base,
     bnaf,
+    bounds,
+    circular,
     continuous,
     conv_residual,
     coupling,
@@ -17,12 +19,15 @@ from . import (
     shape,
     splines,
     sylvester,
+    torus,
     umnn,
     variational,
 )
 from .autoregressive import *  # noqa: F403
 from .base import *  # noqa: F403
 from .bnaf import *  # noqa: F403
+from .bounds import *  # noqa: F403
+from .circular import *  # noqa: F403
 from .continuous import *  # noqa: F403
 from .conv_residual import *  # noqa: F403
 from .coupling import *  # noqa: F403
@@ -36,6 +41,7 @@ from .residual import *  # noqa: F403
 from .shape import *  # noqa: F403
 from .splines import *  # noqa: F403
 from .sylvester import *  # noqa: F403
+from .torus import *  # noqa: F403
 from .umnn import *  # noqa: F403
 from .variational import *  # noqa: F403
 
@@ -44,6 +50,7 @@ __all__ = [
     *shape.__all__,
     *image.__all__,
     *elementwise.__all__,
+    *bounds.__all__,
     *linear.__all__,
     *normalization.__all__,
     *recompute.__all__,
@@ -53,9 +60,11 @@ __all__ = [
     *variational.__all__,
     *sylvester.__all__,
     *splines.__all__,
+    *circular.__all__,
     *monotonic.__all__,
     *umnn.__all__,
     *bnaf.__all__,
     *coupling.__all__,
     *autoregressive.__all__,
+    *torus.__all__,
 ]
