@@ -16,6 +16,7 @@ import torch
 
 from .. import data
 from ..flow import DTYPES
+from ..flows.periodic import periodic_intervals
 from ..transforms.bounds import check_bounds
 from .errors import CommandError
 from .runs import image_run
@@ -186,28 +187,53 @@ def dataset_for(
     return ds, image_shape
 
 
-def refuse_outside(given: object, ds: data.Dataset) -> None:
-    """Refuse data outside ``--bounds`` before training: one line naming split, row, column.
+def refuse_outside(bounds: object, ds: data.Dataset, periodic: object = None) -> None:
+    """Refuse data outside ``--bounds`` or ``--periodic`` before training, in one line.
 
-    ``given`` is the preset's recorded ``bounds``; the values are compared in the data's dtype,
-    as the flow compares them.
+    ``bounds`` and ``periodic`` are the preset's recorded keywords (``None``: not given). A
+    bounded column must lie inside its open interval, a periodic one in ``[low, high)``; the
+    values are compared in the data's dtype, as the flow compares them. The message names the
+    split, row and column.
     """
-    if given is None:
-        return
-    try:
-        pairs = check_bounds(given, ds.features)  # type: ignore[arg-type]
-    except ValueError as error:
-        raise CommandError(f"--bounds: {str(error).splitlines()[0]}") from None
+    if bounds is not None:
+        try:
+            pairs = check_bounds(bounds, ds.features)  # type: ignore[arg-type]
+        except ValueError as error:
+            raise CommandError(f"--bounds: {str(error).splitlines()[0]}") from None
+        columns = list(range(ds.features))
+        _refuse("--bounds", ds, columns, pairs, closed=False, fix="widen the bounds")
+    if periodic is not None:
+        try:
+            intervals = periodic_intervals(periodic, ds.features, "--periodic")
+        except ValueError as error:
+            raise CommandError(str(error).splitlines()[0]) from None
+        columns = [int(c) for c, _, _ in intervals]
+        pairs = [(low, high) for _, low, high in intervals]
+        _refuse("--periodic", ds, columns, pairs, closed=True, fix="wrap the angles into it")
+
+
+def _refuse(
+    option: str,
+    ds: data.Dataset,
+    columns: list[int],
+    pairs: list,
+    closed: bool,
+    fix: str,
+) -> None:
+    """Raise naming the first value of ``columns`` outside its interval (``closed``: ``[low,``)."""
     for split, x in ds.splits().items():
+        values = x[:, columns]
         low = torch.tensor([p[0] for p in pairs], dtype=torch.float64).to(x.dtype)
         high = torch.tensor([p[1] for p in pairs], dtype=torch.float64).to(x.dtype)
-        outside = ~((x > low) & (x < high))
+        above = values >= low if closed else values > low
+        outside = ~(above & (values < high))
         if bool(outside.any()):
-            row, column = outside.nonzero()[0].tolist()
-            names = ds.feature_names
+            row, at = outside.nonzero()[0].tolist()
+            column, names = columns[at], ds.feature_names
             name = f" ({names[column]})" if names and column < len(names) else ""
+            interval = f"[{pairs[at][0]}, {pairs[at][1]})" if closed else f"{list(pairs[at])}"
             raise CommandError(
-                f"--bounds: {split} row {row + 1}, column {column + 1}{name} (counted from 1)"
-                f" is {float(x[row, column])}, outside its interval {pairs[column]};"
-                " widen the bounds or drop the row"
+                f"{option}: {split} row {row + 1}, column {column + 1}{name} (counted from 1)"
+                f" is {float(values[row, at])}, outside its interval {interval}; {fix} or drop"
+                " the row"
             )

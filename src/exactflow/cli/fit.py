@@ -56,7 +56,8 @@ DEFAULTS: dict[str, Any] = {
 }
 EPOCHS = 100  # when neither --epochs nor --steps is given
 # What defines the model and its data: fixed once a run has started. (option, where in run.json)
-FLOW_OPTIONS = ("transforms", "hidden", "bins", "bound", "permutation", "coupling", "bounds")
+FLOW_OPTIONS = ("transforms", "hidden", "bins", "bound", "permutation", "coupling", "bounds",
+                "periodic")  # fmt: skip
 DATA_OPTIONS = ("n_train", "n_val", "n_test", "root", "columns", "header")
 TRAIN_FIXED = ("batch_size", "dtype", "optimizer", "schedule")
 # What may change on --resume (it takes effect, and run.json records it).
@@ -64,7 +65,7 @@ CHANGEABLE = ("lr", "weight_decay", "clip_grad", "patience", "epochs", "steps",
               "checkpoint_every", "device", "compile")  # fmt: skip
 # Options of one kind of model only.
 ONLY_FLOW = ("flow", "bins", "bound", "permutation", "coupling", "no_standardize", "image",
-             "kinetic", "jacobian_norm", "bounds", *image_runs.IMAGE_ONLY,
+             "kinetic", "jacobian_norm", "bounds", "periodic", *image_runs.IMAGE_ONLY,
              *discrete.OPTIONS)  # fmt: skip
 # The NLL's regularizers of continuous-time flows: option -> key of run.json's objective.
 REGULARIZERS = {"kinetic": "kinetic", "jacobian_norm": "jacobian"}
@@ -89,6 +90,12 @@ def add_parser(sub: Any) -> None:
         type=arguments.bounds,
         help="bounded columns, low:high each (an empty end is open), e.g. 0:1,0:,:5,: or 0:1 for"
         " all: the flow's density is zero outside and its samples stay inside",
+    )
+    flow_options.add_argument(
+        "--periodic",
+        type=arguments.periodic,
+        help="nsf: periodic columns (angles), counted from 0: i (period 2π on [-π, π)), i=period"
+        " or i=low:high, e.g. 0,1 or 2=0:360",
     )
     flow_options.add_argument(
         "--kinetic", type=arguments.weight, help="ffjord: weight of the kinetic-energy penalty"
@@ -147,6 +154,11 @@ def _new_record(args: argparse.Namespace, out: Path) -> tuple[dict, TrainConfig]
             raise CommandError(
                 "--bounds applies to vector data; image flows map their pixels in [0, 1) by a"
                 " logit of their own"
+            )
+        if args.periodic is not None and (image or flow != "nsf"):
+            raise CommandError(
+                f"--periodic needs --flow nsf on vector data (circular splines), got --flow {flow}"
+                + (" on images" if image else "")
             )
     epochs = args.epochs if args.epochs is not None or args.steps is not None else EPOCHS
     train = {key: _given(args, key) for key in (*TRAIN_FIXED, *CHANGEABLE) if key in DEFAULTS}
@@ -249,7 +261,7 @@ def run(args: argparse.Namespace) -> None:
         spec["kwargs"] = image_runs.kwargs(args, _given(args, "flow"), ds)
     else:
         spec["kwargs"] = {"features": ds.features, **spec["kwargs"]}
-        refuse_outside(spec["kwargs"].get("bounds"), ds)
+        refuse_outside(spec["kwargs"].get("bounds"), ds, spec["kwargs"].get("periodic"))
     config = discrete.apply(record, args, ds, config, image=pixels is not None)
     spec = record[_spec_key(record)]
     _check_splits(ds)

@@ -147,6 +147,8 @@ def _check_flow(value: Any, path: object, where: str = "flow") -> dict:
             ok = ok or _bounds(item)
         if key == "embedding":  # a context embedding's spec (the registry checks it again)
             ok = ok or _embedding(item)
+        if key == "periodic":  # NSF's periodic columns: [column, low, high] each
+            ok = ok or _periodic(item)
         expected = f"a number, string, bool, null or a flat list of at most {MAX_LIST} of them"
         _expect(ok and _text(key, 100), path, f"{where}.kwargs.{key}", expected, item)
     standardize = value.get("standardize", False)
@@ -167,6 +169,15 @@ def _bounds(value: Any) -> bool:
         return isinstance(item, list) and len(item) == 2 and all(map(_scalar, item))
 
     return isinstance(value, list) and len(value) <= MAX_COLUMNS and all(map(pair, value))
+
+
+def _periodic(value: Any) -> bool:
+    """NSF's recorded periodic columns: at most ``MAX_COLUMNS`` ``[column, low, high]``."""
+
+    def triple(item: Any) -> bool:
+        return isinstance(item, list) and len(item) == 3 and all(map(_scalar, item))
+
+    return isinstance(value, list) and len(value) <= MAX_COLUMNS and all(map(triple, value))
 
 
 def _flat(item: Any) -> bool:

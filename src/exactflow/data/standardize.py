@@ -134,7 +134,8 @@ class Standardize:
         log-determinant ``-Σ_i log σ_i`` makes the new flow's ``log_prob`` a density of ``x``.
         The columns of a flow with ``bounds=`` that have a finite end are left as they are
         (``μ = 0``, ``σ = 1``, which the affine step applies exactly): their bounds are in data
-        units, and their maps onto the real line are scale-free. The flow's ``embedding`` is
+        units, and their maps onto the real line are scale-free; so are the periodic columns of an
+        ``NSF(periodic=...)``, whose intervals are in data units too. The flow's ``embedding`` is
         kept.
 
         Args:
@@ -164,9 +165,14 @@ class Standardize:
         dtype, device = placement(flow)
         affine = Affine(len(self.mean)).to(dtype=dtype, device=device)
         mean, std = self.mean.to(torch.float64), self.std.to(torch.float64)
+        fixed = torch.zeros(len(mean), dtype=torch.bool)
         if flow.bounds is not None:  # bounded columns pass unchanged (exactly) to their maps
-            fixed = torch.tensor([math.isfinite(a) or math.isfinite(b) for a, b in flow.bounds])
-            mean, std = mean.masked_fill(fixed, 0.0), std.masked_fill(fixed, 1.0)
+            fixed |= torch.tensor([math.isfinite(a) or math.isfinite(b) for a, b in flow.bounds])
+        # Periodic columns too: an angle's interval is part of the flow (NSF's `periodic`).
+        config = getattr(flow, "config", None) or {}
+        for column, *_ in config.get("periodic", []):
+            fixed[int(column)] = True
+        mean, std = mean.masked_fill(fixed, 0.0), std.masked_fill(fixed, 1.0)
         with torch.no_grad():
             affine.log_scale.copy_(-std.log())
             affine.shift.copy_(-mean / std)
