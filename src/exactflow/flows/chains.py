@@ -6,7 +6,7 @@ import copy
 from collections.abc import Sequence
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..distributions import StandardNormal
 from ..flow import Flow
@@ -28,6 +28,8 @@ __all__ = [
     "check_preset",
     "config_of",
     "coupling_layers",
+    "layer_mask",
+    "layer_order",
 ]
 
 _PERMUTATIONS = ("reverse", "random", "lu")
@@ -65,6 +67,29 @@ def _chain(layers: list[Transform], features: int, permutation: str) -> list[Tra
     return steps
 
 
+def layer_mask(features: int, permutation: str, seed: int, k: int) -> Tensor:
+    """The mask of coupling layer ``k``: alternating halves swapped every layer, or random.
+
+    ``"reverse"`` and ``"lu"`` swap the odd and even indices every layer; ``"random"`` draws a
+    random half per layer from ``seed + k``.
+    """
+    if permutation == "random":
+        return coupling_mask(features, "random", seed + k)
+    return coupling_mask(features, "alternating") ^ (k % 2 == 1)
+
+
+def layer_order(features: int, permutation: str, seed: int, k: int) -> Tensor:
+    """The degrees ``1..D`` of autoregressive layer ``k``: reversed every layer, or random.
+
+    ``"reverse"`` and ``"lu"`` reverse the order every layer; ``"random"`` draws a random order
+    per layer from ``seed + k``.
+    """
+    if permutation == "random":
+        return torch.randperm(features, generator=torch.Generator().manual_seed(seed + k)) + 1
+    order = torch.arange(1, features + 1)
+    return order.flip(0) if k % 2 == 1 else order
+
+
 def coupling_layers(
     map: ElementwiseMap,
     features: int,
@@ -83,14 +108,10 @@ def coupling_layers(
     """
     layers: list[Transform] = []
     for k in range(transforms):
-        if permutation == "random":
-            mask = coupling_mask(features, "random", seed + k)
-        else:
-            mask = coupling_mask(features, "alternating") ^ (k % 2 == 1)
         layers.append(
             Coupling(
                 _own(map),
-                mask,
+                layer_mask(features, permutation, seed, k),
                 hidden=hidden,
                 context=context,
                 features=features,
@@ -120,12 +141,7 @@ def autoregressive_layers(
     """
     layers: list[Transform] = []
     for k in range(transforms):
-        if permutation == "random":
-            order = torch.randperm(features, generator=torch.Generator().manual_seed(seed + k))
-            order = order + 1
-        else:
-            order = torch.arange(1, features + 1)
-            order = order.flip(0) if k % 2 == 1 else order
+        order = layer_order(features, permutation, seed, k)
         layer = MaskedAutoregressive(
             _own(map), features, hidden, context, order=order, residual=residual
         )

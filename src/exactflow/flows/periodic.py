@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-import torch
-
 from ..transforms import (
     ColumnSplines,
     Coupling,
@@ -16,7 +14,7 @@ from ..transforms import (
     torus_coupling,
 )
 from ..transforms.bounds import BoundsLike, check_bounds
-from ..transforms.coupling import coupling_mask
+from .chains import layer_mask, layer_order
 
 __all__ = ["PeriodicLike", "check_not_bounded", "periodic_intervals", "periodic_layers"]
 
@@ -142,20 +140,12 @@ def periodic_layers(
         steps.append(ToAngles(features, [(int(c), a, b) for c, a, b in intervals]))
     for k in range(transforms):
         if coupling:
-            if permutation == "random":
-                mask = coupling_mask(features, "random", seed + k)
-            else:
-                mask = coupling_mask(features, "alternating") ^ (k % 2 == 1)
+            mask = layer_mask(features, permutation, seed, k)
             layer: Coupling | TorusAutoregressive = torus_coupling(
                 splines, mask, hidden, context, residual
             )
         else:
-            if permutation == "random":
-                generator = torch.Generator().manual_seed(seed + k)
-                order = torch.randperm(features, generator=generator) + 1
-            else:
-                order = torch.arange(1, features + 1)
-                order = order.flip(0) if k % 2 == 1 else order
+            order = layer_order(features, permutation, seed, k)
             layer = TorusAutoregressive(splines, hidden, context, order, residual)
         steps.append(layer)
     return steps

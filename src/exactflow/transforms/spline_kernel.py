@@ -73,8 +73,9 @@ def _evaluate(
     (x0, x1), (y0, y1) = knots.gather(1, pair.expand(2, 2, -1)).unbind(0)  # each (2, n)
     raw = slopes.gather(0, pair)  # (2, n): the raw slopes at the bin's ends
     d0, d1 = spline._slopes(raw).unbind()
-    y, ladj, xi, xi_c, s, den, numerator = spline.evaluate(xc, x0, x1, y0, y1, d0, d1)
-    saved = (inside, index, p, cum, raw, xi, xi_c, s, x1 - x0, y1 - y0, d0, d1, den, numerator)
+    y, ladj, *parts = spline.evaluate(xc, x0, x1, y0, y1, d0, d1)
+    xi, xi_c, s, w, h, den, numerator = parts
+    saved = (inside, index, p, cum, raw, xi, xi_c, s, w, h, d0, d1, den, numerator)
     return torch.where(inside, y, x), torch.where(inside, ladj, 0.0), saved
 
 

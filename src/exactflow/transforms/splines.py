@@ -170,8 +170,9 @@ class RationalQuadraticSpline(ElementwiseMap):
     ) -> tuple[Tensor, ...]:
         """The spline inside its bin ``[x0, x1] -> [y0, y1]`` with end slopes ``d0, d1``.
 
-        Returns ``y``, ``log dy/dx``, ``ξ``, ``1 - ξ``, ``s``, the denominator and the slope
-        numerator ``δ_{k+1} ξ² + 2 s ξ (1 - ξ) + δ_k (1 - ξ)²`` (the last five are what the
+        Returns ``y``, ``log dy/dx``, ``ξ``, ``1 - ξ``, ``s``, the bin's width ``w`` and height
+        ``h``, the denominator and the slope numerator
+        ``δ_{k+1} ξ² + 2 s ξ (1 - ξ) + δ_k (1 - ξ)²`` (all but the first two are what the
         hand-written backward reuses).
         """
         w, h = x1 - x0, y1 - y0
@@ -183,7 +184,7 @@ class RationalQuadraticSpline(ElementwiseMap):
         lower = xi <= 0.5
         rise = torch.where(lower, s * uu + d0 * uv, s * vv + d1 * uv)
         y = torch.where(lower, y0, y1) + torch.where(lower, h, -h) * rise / den
-        return y, ladj, xi, xi_c, s, den, slope
+        return y, ladj, xi, xi_c, s, w, h, den, slope
 
     def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         """Invert :meth:`forward`: return ``(x, log|dx/dy|)``, both ``(*, D)``.
